@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Sluice",
+    products: [
+        .executable(name: "sluice-router", targets: ["sluice-router"]),
+        .executable(name: "sluice", targets: ["sluice"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Wire messages and shared-memory ring layouts, one C header for both sides.
+        .target(name: "SluiceWire"),
+        // The tenant-side verbs library. The Makefile links these same sources
+        // into libsluice-verbs.so with gcc (a SwiftPM dynamic product would
+        // pull in the Swift runtime); the integration tests link them statically.
+        .target(
+            name: "SluiceVerbs",
+            dependencies: ["SluiceWire"],
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"])]
+        ),
+        .target(
+            name: "SluiceRouter",
+            dependencies: ["SluiceWire", .product(name: "Yams", package: "Yams")]
+        ),
+        .executableTarget(
+            name: "sluice-router",
+            dependencies: ["SluiceRouter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "sluice",
+            dependencies: ["SluiceRouter", "SluiceWire", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "SluiceRouterTests", dependencies: ["SluiceRouter", "SluiceWire"]),
+        .testTarget(name: "SluiceIntegrationTests", dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,2 @@
+import XCTest
+final class StubTests2: XCTestCase { func testX() {} }
