@@ -8,7 +8,7 @@ let package = Package(
         .executable(name: "sluice", targets: ["sluice"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
@@ -22,9 +22,11 @@ let package = Package(
             dependencies: ["SluiceWire"],
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"])]
         ),
+        // C shims for the router's system calls (SCM_RIGHTS, SO_PEERCRED, fcntl).
+        .target(name: "CSluiceSys"),
         .target(
             name: "SluiceRouter",
-            dependencies: ["SluiceWire", .product(name: "Yams", package: "Yams")]
+            dependencies: ["SluiceWire", "CSluiceSys", .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "sluice-router",

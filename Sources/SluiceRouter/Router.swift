@@ -1,0 +1,426 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SluiceWire
+import CSluiceSys
+
+public struct RouterConfig {
+    /// Tenant sockets are `<runtimeDir>/tenants/<tenant>.sock`; the operator
+    /// socket is `<runtimeDir>/control.sock`.
+    public var runtimeDir: String
+    public var tenants: [TenantDefinition]
+    public var eventLogPath: String
+    /// How long the data-path poller spins without work before it sleeps.
+    public var spinNanos: UInt64 = 50_000
+
+    // Device limits reported to tenants and enforced per session.
+    public var maxQP: UInt32 = 16384
+    public var maxQPWR: UInt32 = 16384
+    public var maxCQ: UInt32 = 16384
+    public var maxCQE: UInt32 = SLUICE_MAX_RING - 1
+    public var maxMR: UInt32 = 65536
+    public var maxPD: UInt32 = 16384
+    public var maxMRSize: UInt64 = 1 << 40
+
+    public init(runtimeDir: String, tenants: [TenantDefinition], eventLogPath: String) {
+        self.runtimeDir = runtimeDir
+        self.tenants = tenants
+        self.eventLogPath = eventLogPath
+    }
+}
+
+/// The router: one per host. A single thread runs an event loop that serves
+/// control messages and polls the data path, so no object is ever touched by
+/// two threads and the data path needs no locks.
+public final class Router {
+    let config: RouterConfig
+    let log: EventLog
+    let fabric = SoftwareFabric()
+    private let epfd: Int32
+    private let signalFD: Int32
+    private var listeners: [Int32: TenantDefinition] = [:]
+    private var controlListener: Int32 = -1
+    var sessions: [UInt64: Session] = [:]
+    private var sessionIDs: [Int32: UInt64] = [:] // socket fd -> session id
+    private var nextSessionID: UInt64 = 1
+    var endpointsByLID: [UInt16: Session] = [:]
+    var endpointsByIPv4: [UInt32: Session] = [:]
+    var qpsByNumber: [UInt32: QueuePair] = [:]
+    private var nextEndpoint: UInt32 = 1
+    private var running = true
+    private var rng = SystemRandomNumberGenerator()
+
+    // epoll tags: the kind in the top byte, an id below.
+    private enum Tag: UInt64 {
+        case signal = 1, listener = 2, control = 3, session = 4, doorbell = 5, operatorConn = 6
+    }
+    private static func tag(_ kind: Tag, _ id: UInt64) -> UInt64 { kind.rawValue << 56 | id }
+
+    public init(config: RouterConfig) throws {
+        self.config = config
+        for dir in [config.runtimeDir, config.runtimeDir + "/tenants"] {
+            if mkdir(dir, 0o755) != 0 && errno != EEXIST {
+                throw SystemError("mkdir(\(dir))", errno)
+            }
+        }
+        log = try EventLog(path: config.eventLogPath)
+        epfd = try Sys.retrying("epoll_create1") { sluice_epoll_create() }
+        // SIGTERM and SIGINT arrive as readable events, never as interruptions.
+        signalFD = try Sys.retrying("signalfd") { sluice_stop_signals_fd() }
+        try watch(signalFD, Router.tag(.signal, 0))
+        try openSockets()
+    }
+
+    deinit {
+        for fd in listeners.keys { Sys.close(fd) }
+        Sys.close(controlListener)
+        Sys.close(signalFD)
+        Sys.close(epfd)
+    }
+
+    // MARK: sockets
+
+    private func openSockets() throws {
+        let tenantsDir = config.runtimeDir + "/tenants"
+        for tenant in config.tenants {
+            let path = "\(tenantsDir)/\(tenant.name).sock"
+            let fd = try Router.listen(path: path, mode: 0o666)
+            listeners[fd] = tenant
+            try watch(fd, Router.tag(.listener, UInt64(fd)))
+        }
+        controlListener = try Router.listen(path: config.runtimeDir + "/control.sock", mode: 0o600)
+        try watch(controlListener, Router.tag(.control, 0))
+    }
+
+    /// Binds a SOCK_SEQPACKET listener, replacing a stale socket file (and
+    /// nothing else) at that path.
+    static func listen(path: String, mode: mode_t) throws -> Int32 {
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+                throw SystemError("bind(\(path)): exists and is not a socket", EEXIST)
+            }
+            unlink(path)
+        }
+        let fd = try Sys.retrying("socket") { socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            Sys.close(fd)
+            throw SystemError("bind(\(path)): path too long", ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+        }
+        let len = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
+        let r = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+        if r != 0 {
+            let e = errno
+            Sys.close(fd)
+            throw SystemError("bind(\(path))", e)
+        }
+        chmod(path, mode)
+        if Glibc.listen(fd, 128) != 0 {
+            let e = errno
+            Sys.close(fd)
+            throw SystemError("listen(\(path))", e)
+        }
+        return fd
+    }
+
+    private func watch(_ fd: Int32, _ tag: UInt64) throws {
+        _ = try Sys.retrying("epoll_ctl") { sluice_epoll_add(epfd, fd, tag) }
+    }
+
+    private func unwatch(_ fd: Int32) {
+        _ = sluice_epoll_del(epfd, fd)
+    }
+
+    // MARK: event loop
+
+    /// Runs until SIGTERM or SIGINT.
+    public func run() {
+        log.record(event: "router.start", fields: ["runtimeDir": config.runtimeDir,
+                                                   "tenants": config.tenants.map(\.name).joined(separator: ",")])
+        var idleSince = Sys.monotonicNanos()
+        var spins: UInt64 = 0
+        while running {
+            let now = Sys.monotonicNanos()
+            if fabric.pollOnce(now: now, router: self) {
+                idleSince = now
+                spins &+= 1
+                if spins % 256 == 0 { serviceEvents(timeoutMillis: 0) }
+                continue
+            }
+            if now &- idleSince < config.spinNanos {
+                spins &+= 1
+                if spins % 256 == 0 { serviceEvents(timeoutMillis: 0) }
+                continue
+            }
+            // Sleep: announce it, then look once more, so a post that raced
+            // with the announcement is either seen here or rings the doorbell.
+            for s in sessions.values { s.setRouterAsleep(true) }
+            sluice_fence()
+            if fabric.pollOnce(now: Sys.monotonicNanos(), router: self) {
+                for s in sessions.values { s.setRouterAsleep(false) }
+                idleSince = Sys.monotonicNanos()
+                continue
+            }
+            var timeout: Int32 = -1
+            if let deadline = fabric.nextDeadline() {
+                let t = Sys.monotonicNanos()
+                timeout = deadline <= t ? 0 : Int32(min((deadline - t + 999_999) / 1_000_000, 60_000))
+            }
+            serviceEvents(timeoutMillis: timeout)
+            for s in sessions.values { s.setRouterAsleep(false) }
+            idleSince = Sys.monotonicNanos()
+        }
+        shutdown()
+    }
+
+    private func serviceEvents(timeoutMillis: Int32) {
+        var tags = [UInt64](repeating: 0, count: 64)
+        let n = sluice_epoll_wait(epfd, &tags, Int32(tags.count), timeoutMillis)
+        guard n > 0 else { return }
+        for i in 0..<Int(n) {
+            let tag = tags[i]
+            let id = tag & 0x00ff_ffff_ffff_ffff
+            switch Tag(rawValue: tag >> 56) {
+            case .signal:
+                if sluice_drain_signals(signalFD) > 0 { running = false }
+            case .listener:
+                acceptTenant(listener: Int32(id))
+            case .control:
+                acceptOperator()
+            case .session:
+                if let s = sessions[id] { serviceSession(s) }
+            case .doorbell:
+                if let s = sessions[id] { Sys.drain(s.doorbellRead) }
+            case .operatorConn:
+                serviceOperator(fd: Int32(id))
+            case .none:
+                break
+            }
+        }
+    }
+
+    private func shutdown() {
+        for s in Array(sessions.values) { closeSession(s, reason: "router stopping") }
+        log.record(event: "router.stop")
+        for fd in listeners.keys { unlink("\(config.runtimeDir)/tenants/\(listeners[fd]!.name).sock") }
+        unlink(config.runtimeDir + "/control.sock")
+    }
+
+    // MARK: sessions
+
+    private func acceptTenant(listener: Int32) {
+        guard let tenant = listeners[listener] else { return }
+        while true {
+            let fd = sluice_accept(listener)
+            if fd < 0 { return }
+            var pid: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
+            guard sluice_peer_cred(fd, &pid, &uid, &gid) == 0 else {
+                Sys.close(fd)
+                continue
+            }
+            let subject = EventLog.Subject(tenant: tenant.name, session: 0, pid: pid, uid: uid)
+            guard tenant.admits(uid: uid, gid: gid) else {
+                log.record(event: "session.refused", subject: subject, decision: .deny,
+                           reason: "uid \(uid) gid \(gid) is not admitted by tenant \(tenant.name)'s identity")
+                Sys.close(fd)
+                continue
+            }
+            guard let (lid, ipv4) = allocateEndpoint() else {
+                log.record(event: "session.refused", subject: subject, decision: .deny, reason: "no virtual address left")
+                Sys.close(fd)
+                continue
+            }
+            let id = nextSessionID
+            nextSessionID += 1
+            do {
+                let s = try Session(id: id, fd: fd, tenant: tenant, pid: pid, uid: uid, gid: gid, lid: lid, ipv4: ipv4)
+                try watch(fd, Router.tag(.session, id))
+                try watch(s.doorbellRead, Router.tag(.doorbell, id))
+                sessions[id] = s
+                sessionIDs[fd] = id
+                endpointsByLID[lid] = s
+                endpointsByIPv4[ipv4] = s
+                log.record(event: "session.open", subject: s.subject, decision: .allow,
+                           fields: ["lid": String(lid), "address": Router.dotted(ipv4)])
+            } catch {
+                log.record(event: "session.refused", subject: subject, decision: .deny, reason: "\(error)")
+                unwatch(fd)
+                Sys.close(fd)
+            }
+        }
+    }
+
+    /// Virtual LIDs are unicast (1...0xbfff); the virtual IPv4 address is in
+    /// 10.77.0.0/16 with the LID as host part.
+    private func allocateEndpoint() -> (UInt16, UInt32)? {
+        for _ in 0..<0xbfff {
+            let lid = UInt16(nextEndpoint)
+            nextEndpoint = nextEndpoint >= 0xbfff ? 1 : nextEndpoint + 1
+            if endpointsByLID[lid] == nil {
+                return (lid, 0x0a4d_0000 | UInt32(lid))
+            }
+        }
+        return nil
+    }
+
+    static func dotted(_ a: UInt32) -> String {
+        "\(a >> 24).\((a >> 16) & 0xff).\((a >> 8) & 0xff).\(a & 0xff)"
+    }
+
+    /// Reclaims everything a session owned. QPs connected to its QPs see the
+    /// peer gone and fail their next request with a retry error, as on a fabric.
+    func closeSession(_ s: Session, reason: String) {
+        guard !s.closed else { return }
+        s.closed = true
+        let counts = s.objectCounts
+        for qp in s.qps.all { destroyQP(qp, in: s) }
+        for mr in s.mrs.all { mr.dead = true }
+        s.lkeys.removeAll()
+        s.rkeys.removeAll()
+        s.mrs = HandleTable()
+        s.cqs = HandleTable()
+        s.channels = HandleTable()
+        s.pds = HandleTable()
+        unwatch(s.fd)
+        unwatch(s.doorbellRead)
+        Sys.close(s.fd)
+        sessions[s.id] = nil
+        sessionIDs[s.fd] = nil
+        endpointsByLID[s.lid] = nil
+        endpointsByIPv4[s.ipv4] = nil
+        log.record(event: "session.close", subject: s.subject, reason: reason,
+                   fields: ["reclaimed": counts.sorted(by: { $0.key < $1.key }).map { "\($0.key)=\($0.value)" }.joined(separator: ",")])
+    }
+
+    func destroyQP(_ qp: QueuePair, in s: Session) {
+        qp.destroyed = true
+        qp.peer = nil
+        s.qps.remove(qp.handle)
+        qpsByNumber[qp.qpn] = nil
+        fabric.remove(qp)
+        qp.pd.users -= 1
+        qp.sendCQ.users -= 1
+        qp.recvCQ.users -= 1
+    }
+
+    func mintQPN() -> UInt32 {
+        while true {
+            let n = UInt32.random(in: 2...0x00ff_ffff, using: &rng)
+            if qpsByNumber[n] == nil { return n }
+        }
+    }
+
+    /// A virtual key from the CSPRNG, unused in `table` and never 0.
+    func mintKey(unusedIn table: [UInt32: MemoryRegion]) -> UInt32 {
+        while true {
+            let k = UInt32.random(in: 1...UInt32.max, using: &rng)
+            if table[k] == nil { return k }
+        }
+    }
+
+    private func serviceSession(_ s: Session) {
+        var buf = [UInt8](repeating: 0, count: Int(SLUICE_MSG_MAX))
+        while !s.closed {
+            var fds: [Int32] = [-1, -1, -1, -1]
+            var nfds: Int32 = 0
+            var truncated: Int32 = 0
+            let n = buf.withUnsafeMutableBytes { raw in
+                sluice_recv_fds(s.fd, raw.baseAddress, raw.count, &fds, Int32(SLUICE_MSG_MAX_FDS), &nfds, &truncated)
+            }
+            if n < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK { return }
+                closeSession(s, reason: "socket error: \(String(cString: strerror(errno)))")
+                return
+            }
+            if n == 0 {
+                closeSession(s, reason: "process closed its session")
+                return
+            }
+            let received = Array(fds.prefix(Int(nfds)))
+            buf.withUnsafeBytes { raw in
+                handleMessage(s, UnsafeRawBufferPointer(rebasing: raw.prefix(min(Int(n), raw.count))),
+                              declaredLength: Int(n), fds: received, truncated: truncated != 0)
+            }
+        }
+    }
+
+    // MARK: operator socket
+
+    private func acceptOperator() {
+        while true {
+            let fd = sluice_accept(controlListener)
+            if fd < 0 { return }
+            do {
+                try watch(fd, Router.tag(.operatorConn, UInt64(fd)))
+            } catch {
+                Sys.close(fd)
+            }
+        }
+    }
+
+    private func serviceOperator(fd: Int32) {
+        var buf = [UInt8](repeating: 0, count: 256)
+        var fds: [Int32] = [-1, -1, -1, -1]
+        var nfds: Int32 = 0
+        var truncated: Int32 = 0
+        let n = buf.withUnsafeMutableBytes { sluice_recv_fds(fd, $0.baseAddress, $0.count, &fds, 0, &nfds, &truncated) }
+        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
+        defer {
+            unwatch(fd)
+            Sys.close(fd)
+        }
+        guard n >= MemoryLayout<sluice_msg_hdr>.size else { return }
+        let hdr = buf.withUnsafeBytes { $0.loadUnaligned(as: sluice_msg_hdr.self) }
+        let json = statusJSON()
+        var status: Int32 = 0
+        var reason = ""
+        if hdr.magic != SLUICE_WIRE_MAGIC || hdr.version != SLUICE_WIRE_VERSION || hdr.opcode != UInt16(SLUICE_OP_STATUS.rawValue) {
+            status = EINVAL
+            reason = "the operator socket answers STATUS requests only"
+        }
+        var rep = sluice_reply_hdr()
+        fillReplyHeader(&rep, request: hdr, length: MemoryLayout<sluice_reply_hdr>.size + (status == 0 ? json.count : 0),
+                        status: status, reason: reason)
+        var out = withUnsafeBytes(of: rep) { Array($0) }
+        if status == 0 { out += json.prefix(Int(SLUICE_STATUS_MAX)) }
+        _ = out.withUnsafeBytes { sluice_send_fds(fd, $0.baseAddress, $0.count, nil, 0) }
+    }
+
+    /// Everything an operator (or a leak test) needs to see what the router holds.
+    func statusJSON() -> [UInt8] {
+        var perTenant: [String: [String: Int]] = [:]
+        var totals: [String: Int] = ["pd": 0, "mr": 0, "cq": 0, "qp": 0, "channel": 0]
+        var sessionList: [[String: Any]] = []
+        for s in sessions.values.sorted(by: { $0.id < $1.id }) {
+            let c = s.objectCounts
+            for (k, v) in c {
+                totals[k, default: 0] += v
+                perTenant[s.tenant.name, default: [:]][k, default: 0] += v
+            }
+            perTenant[s.tenant.name, default: [:]]["sessions", default: 0] += 1
+            sessionList.append(["id": s.id, "tenant": s.tenant.name, "pid": s.pid, "uid": s.uid,
+                                "lid": s.lid, "address": Router.dotted(s.ipv4), "objects": c])
+        }
+        let obj: [String: Any] = [
+            "sessions": sessions.count,
+            "objects": totals,
+            "tenants": perTenant,
+            "sessionList": sessionList,
+            "fds": Sys.openFDCount(),
+            "mappings": SharedMapping.live,
+            "mappedBytes": SharedMapping.liveBytes,
+            "dataPath": ["allowsCounted": log.countedAllows, "queuePairsPolled": fabric.count],
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
+        return Array(data)
+    }
+}

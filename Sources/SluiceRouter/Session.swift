@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SluiceWire
+
+/// One tenant process's connection to the router: its identity (from the
+/// socket it came through and SO_PEERCRED), its virtual endpoint address,
+/// and every object it owns. When the socket closes, all of it is reclaimed.
+final class Session {
+    let id: UInt64
+    let fd: Int32
+    let tenant: TenantDefinition
+    let pid: Int32
+    let uid: UInt32
+    let gid: UInt32
+    let lid: UInt16
+    let ipv4: UInt32
+    /// Shared page (router_asleep flag) and the doorbell the library rings.
+    /// The doorbell is a pipe: the tenant gets the write end, the router
+    /// keeps the read end, a file description of its own whose O_NONBLOCK
+    /// the tenant cannot take away (an eventfd would be shared).
+    let page: SharedMapping
+    var pageFD: Int32
+    let doorbellRead: Int32
+    var doorbellWrite: Int32
+    var opened = false
+    var closed = false
+
+    var pds = HandleTable<ProtectionDomain>()
+    var mrs = HandleTable<MemoryRegion>()
+    var channels = HandleTable<CompletionChannel>()
+    var cqs = HandleTable<CompletionQueue>()
+    var qps = HandleTable<QueuePair>()
+    /// Virtual keys, valid only within this session (and for rkeys, only for
+    /// a QP connected to one of this session's QPs in the MR's PD).
+    var lkeys: [UInt32: MemoryRegion] = [:]
+    var rkeys: [UInt32: MemoryRegion] = [:]
+
+    init(id: UInt64, fd: Int32, tenant: TenantDefinition, pid: Int32, uid: UInt32, gid: UInt32,
+         lid: UInt16, ipv4: UInt32) throws {
+        self.id = id
+        self.fd = fd
+        self.tenant = tenant
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+        self.lid = lid
+        self.ipv4 = ipv4
+        pageFD = try Sys.memfdCreate("sluice-session", size: Int(SLUICE_SESSION_PAGE_SIZE))
+        do {
+            page = try SharedMapping(fd: pageFD, length: Int(SLUICE_SESSION_PAGE_SIZE))
+            (doorbellRead, doorbellWrite) = try Sys.pipe(nonblockingRead: true, nonblockingWrite: true)
+        } catch {
+            Sys.close(pageFD)
+            throw error
+        }
+    }
+
+    deinit {
+        Sys.close(pageFD)
+        Sys.close(doorbellRead)
+        Sys.close(doorbellWrite)
+    }
+
+    /// After OPEN has handed them to the tenant, the router keeps neither
+    /// the page's fd nor the doorbell's write end.
+    func releaseHandedOverFDs() {
+        Sys.close(pageFD)
+        pageFD = -1
+        Sys.close(doorbellWrite)
+        doorbellWrite = -1
+    }
+
+    var subject: EventLog.Subject {
+        EventLog.Subject(tenant: tenant.name, session: id, pid: pid, uid: uid)
+    }
+
+    /// GID index 0: the IPv4-mapped IPv6 form of the virtual address.
+    var gidBytes: [UInt8] {
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
+         UInt8(ipv4 >> 24), UInt8((ipv4 >> 16) & 0xff), UInt8((ipv4 >> 8) & 0xff), UInt8(ipv4 & 0xff)]
+    }
+
+    var pagePointer: UnsafeMutablePointer<sluice_session_page> {
+        page.base.assumingMemoryBound(to: sluice_session_page.self)
+    }
+
+    func setRouterAsleep(_ asleep: Bool) {
+        sluice_store_relaxed(&pagePointer.pointee.router_asleep, asleep ? 1 : 0)
+    }
+
+    var objectCounts: [String: Int] {
+        ["pd": pds.count, "mr": mrs.count, "cq": cqs.count, "qp": qps.count, "channel": channels.count]
+    }
+}

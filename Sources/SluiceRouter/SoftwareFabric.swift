@@ -1,0 +1,408 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SluiceWire
+
+/// The software RDMA engine: executes RC work requests between memory
+/// regions on this host, with the semantics an RC QP has on a real fabric —
+/// in order per QP, RNR waits per `rnr_retry`, transport retries per
+/// `retry_cnt` and `timeout`, and every error a completion that moves the QP
+/// to ERR. This is where a work request is checked: each one is copied out of
+/// the ring, then every key, bound and flag of the copy is validated before
+/// one byte moves.
+final class SoftwareFabric {
+    private var qps: [QueuePair] = []
+    private var positions: [ObjectIdentifier: Int] = [:]
+    /// Inline data is copied out of the (already copied) request into here.
+    private let inlineScratch = UnsafeMutableRawPointer.allocate(byteCount: Int(SLUICE_MAX_INLINE), alignment: 64)
+    private var src: [(UnsafeRawPointer, Int)] = []
+    private var dst: [(UnsafeMutableRawPointer, Int)] = []
+
+    /// Requests one QP may complete per pass, so a deep queue cannot hold
+    /// the poller while other QPs wait.
+    static let burst = 16
+
+    init() {
+        src.reserveCapacity(Int(SLUICE_MAX_SGE))
+        dst.reserveCapacity(Int(SLUICE_MAX_SGE))
+    }
+
+    deinit { inlineScratch.deallocate() }
+
+    var count: Int { qps.count }
+
+    func add(_ qp: QueuePair) {
+        positions[ObjectIdentifier(qp)] = qps.count
+        qps.append(qp)
+    }
+
+    func remove(_ qp: QueuePair) {
+        guard let i = positions.removeValue(forKey: ObjectIdentifier(qp)) else { return }
+        let last = qps.removeLast()
+        if i < qps.count {
+            qps[i] = last
+            positions[ObjectIdentifier(last)] = i
+        }
+    }
+
+    /// One pass over every QP. Returns whether anything happened.
+    func pollOnce(now: UInt64, router: Router) -> Bool {
+        var worked = false
+        for qp in qps {
+            switch qp.state {
+            case .rts: if processSends(qp, now: now, router: router) { worked = true }
+            case .error: if flush(qp) { worked = true }
+            default: break
+            }
+        }
+        return worked
+    }
+
+    /// The earliest time a waiting request should be retried.
+    func nextDeadline() -> UInt64? {
+        var d: UInt64?
+        for qp in qps {
+            if let s = qp.stall, qp.state == .rts { d = min(d ?? s.retryAt, s.retryAt) }
+        }
+        return d
+    }
+
+    enum Outcome {
+        case completed
+        case failed // an error completion was written; the QP goes to ERR
+        case wait(Stall)
+    }
+
+    private func processSends(_ qp: QueuePair, now: UInt64, router: Router) -> Bool {
+        var did = false
+        for _ in 0..<SoftwareFabric.burst {
+            if let s = qp.stall, now < s.retryAt { return did }
+            let wqe: sluice_send_wqe
+            if let held = qp.held {
+                wqe = held
+            } else {
+                guard let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) else {
+                    router.denyDataPath(qp, "send queue producer index is corrupt; QP moved to ERR")
+                    router.enter(qp, .error)
+                    return true
+                }
+                if n == 0 { return did }
+                wqe = qp.copySendWQE(qp.sqCons)
+            }
+            switch execute(qp, wqe, now: now, router: router) {
+            case .completed:
+                qp.held = nil
+                qp.stall = nil
+                qp.consumeSend()
+                router.log.countAllow()
+                did = true
+            case .failed:
+                qp.consumeSend()
+                router.enter(qp, .error)
+                return true
+            case .wait(let s):
+                qp.held = wqe
+                qp.stall = s
+                return did
+            }
+        }
+        return did
+    }
+
+    // MARK: executing one request
+
+    private func execute(_ qp: QueuePair, _ w: sluice_send_wqe, now: UInt64, router: Router) -> Outcome {
+        // Every outcome writes at most one completion to the send CQ.
+        guard qp.sendCQ.space >= 1 else { return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1)) }
+        let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
+        let wcOpcode: UInt32
+        switch Int(w.opcode) {
+        case Int(SLUICE_WR_SEND), Int(SLUICE_WR_SEND_WITH_IMM): wcOpcode = UInt32(SLUICE_WC_OP_SEND)
+        case Int(SLUICE_WR_RDMA_WRITE), Int(SLUICE_WR_RDMA_WRITE_WITH_IMM): wcOpcode = UInt32(SLUICE_WC_OP_RDMA_WRITE)
+        case Int(SLUICE_WR_RDMA_READ): wcOpcode = UInt32(SLUICE_WC_OP_RDMA_READ)
+        default:
+            return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), 0, router, "opcode \(w.opcode) is not supported")
+        }
+        let isRead = w.opcode == UInt32(SLUICE_WR_RDMA_READ)
+        let isSend = w.opcode == UInt32(SLUICE_WR_SEND) || w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM)
+        let withImm = w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM) || w.opcode == UInt32(SLUICE_WR_RDMA_WRITE_WITH_IMM)
+
+        // Local side: inline bytes or gather/scatter list, all in the QP's own PD.
+        src.removeAll(keepingCapacity: true)
+        dst.removeAll(keepingCapacity: true)
+        var total: UInt64 = 0
+        if w.send_flags & UInt32(SLUICE_SEND_INLINE) != 0 {
+            guard !isRead else { return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "inline data on an RDMA READ") }
+            guard w.inline_len <= qp.maxInline else {
+                return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "inline length \(w.inline_len) above \(qp.maxInline)")
+            }
+            let n = Int(w.inline_len)
+            withUnsafeBytes(of: w.inline_data) { raw in
+                // SAFETY: n <= maxInline <= SLUICE_MAX_INLINE, the size of both buffers.
+                inlineScratch.copyMemory(from: raw.baseAddress!, byteCount: n)
+            }
+            if n > 0 { src.append((UnsafeRawPointer(inlineScratch), n)) }
+            total = UInt64(n)
+        } else {
+            guard w.num_sge <= qp.maxSendSGE else {
+                return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "\(w.num_sge) SGEs, above the QP's \(qp.maxSendSGE)")
+            }
+            for i in 0..<Int(w.num_sge) {
+                let sge = w.sge(i)
+                if sge.length == 0 { continue }
+                guard let mr = qp.session.lkeys[sge.lkey], mr.pd === qp.pd,
+                      let p = mr.local(sge.addr, UInt64(sge.length)) else {
+                    return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router,
+                                "lkey 0x\(String(sge.lkey, radix: 16)) does not cover [0x\(String(sge.addr, radix: 16)), +\(sge.length)) in the QP's PD")
+                }
+                if isRead {
+                    guard mr.writable else {
+                        return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "RDMA READ into a region without local write")
+                    }
+                    dst.append((p, Int(sge.length)))
+                } else {
+                    src.append((UnsafeRawPointer(p), Int(sge.length)))
+                }
+                total += UInt64(sge.length)
+            }
+            guard total <= 1 << 31 else {
+                return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "message of \(total) bytes is above 2 GiB")
+            }
+        }
+
+        // The connection: only the QP the router resolved at RTR, and only
+        // while it is connected back to this one.
+        guard let peer = qp.peer, !peer.destroyed, peer.state == .rtr || peer.state == .rts, peer.peer === qp else {
+            return stallOrFail(qp, w, .peerNotReady, wcOpcode, now: now, router: router)
+        }
+
+        // Anything that consumes a receive request at the peer.
+        var recv: sluice_recv_wqe?
+        if isSend || withImm {
+            guard let avail = peer.pending(prod: peer.rqProd, cons: peer.rqCons, capacity: peer.rqCapacity) else {
+                router.denyDataPath(peer, "receive queue producer index is corrupt; QP moved to ERR")
+                router.enter(peer, .error)
+                return stallOrFail(qp, w, .peerNotReady, wcOpcode, now: now, router: router)
+            }
+            if avail == 0 { return stallOrFail(qp, w, .receiverNotReady, wcOpcode, now: now, router: router) }
+            let needed: UInt32 = peer.recvCQ === qp.sendCQ ? 2 : 1
+            guard peer.recvCQ.space >= needed else {
+                return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1))
+            }
+            recv = peer.copyRecvWQE(peer.rqCons)
+        }
+
+        if isSend, let r = recv {
+            // Scatter into the receive request's buffers, in the peer's PD.
+            guard r.num_sge <= peer.maxRecvSGE else {
+                return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_QP_OP_ERR), remote: UInt32(SLUICE_WC_REM_OP_ERR),
+                                      wcOpcode, router, "receive request with \(r.num_sge) SGEs, above the QP's \(peer.maxRecvSGE)")
+            }
+            var room: UInt64 = 0
+            for i in 0..<Int(r.num_sge) {
+                let sge = r.sge(i)
+                if sge.length == 0 { continue }
+                guard let mr = peer.session.lkeys[sge.lkey], mr.pd === peer.pd, mr.writable,
+                      let p = mr.local(sge.addr, UInt64(sge.length)) else {
+                    return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_PROT_ERR), remote: UInt32(SLUICE_WC_REM_OP_ERR),
+                                          wcOpcode, router, "receive lkey 0x\(String(sge.lkey, radix: 16)) does not cover its buffer")
+                }
+                dst.append((p, Int(sge.length)))
+                room += UInt64(sge.length)
+            }
+            guard room >= total else {
+                return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_LEN_ERR), remote: UInt32(SLUICE_WC_REM_INV_REQ_ERR),
+                                      wcOpcode, router, "message of \(total) bytes does not fit the \(room)-byte receive buffers")
+            }
+            copy(src, dst)
+        } else if !isSend {
+            // RDMA WRITE or READ: the rkey resolves only in the peer QP's PD.
+            let needFlag = UInt32(isRead ? SLUICE_ACCESS_REMOTE_READ : SLUICE_ACCESS_REMOTE_WRITE)
+            guard peer.attrs.accessFlags & needFlag != 0 else {
+                return fail(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, router,
+                            "the remote QP does not allow remote \(isRead ? "read" : "write")")
+            }
+            guard let mr = peer.session.rkeys[w.rkey], mr.pd === peer.pd, mr.access & needFlag != 0,
+                  let p = mr.remote(w.remote_addr, total) else {
+                return fail(qp, w, UInt32(SLUICE_WC_REM_ACCESS_ERR), wcOpcode, router,
+                            "rkey 0x\(String(w.rkey, radix: 16)) does not grant \(isRead ? "read" : "write") of [0x\(String(w.remote_addr, radix: 16)), +\(total)) in the peer's PD")
+            }
+            if isRead {
+                scatter(UnsafeRawPointer(p), Int(total), dst)
+            } else {
+                gather(src, p)
+            }
+        }
+
+        if let r = recv {
+            peer.consumeRecv()
+            var c = sluice_cqe()
+            c.wr_id = r.wr_id
+            c.status = UInt32(SLUICE_WC_SUCCESS)
+            c.opcode = UInt32(isSend ? SLUICE_WC_OP_RECV : SLUICE_WC_OP_RECV_RDMA_WITH_IMM)
+            c.byte_len = UInt32(total)
+            c.qp_num = peer.qpn
+            c.src_qp = qp.qpn
+            c.slid = qp.session.lid
+            c.sl = qp.attrs.ah.sl
+            if withImm {
+                c.imm_data = w.imm_data
+                c.wc_flags |= UInt32(SLUICE_WC_FLAG_WITH_IMM)
+            }
+            if qp.attrs.ah.is_global != 0 { c.wc_flags |= UInt32(SLUICE_WC_FLAG_GRH) }
+            peer.recvCQ.push(c, solicited: w.send_flags & UInt32(SLUICE_SEND_SOLICITED) != 0)
+        }
+        if signaled {
+            qp.sendCQ.push(requesterCQE(qp, w, UInt32(SLUICE_WC_SUCCESS), wcOpcode, UInt32(total)), solicited: false)
+        }
+        return .completed
+    }
+
+    private func requesterCQE(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32, _ len: UInt32) -> sluice_cqe {
+        var c = sluice_cqe()
+        c.wr_id = w.wr_id
+        c.status = status
+        c.opcode = opcode
+        c.byte_len = len
+        c.qp_num = qp.qpn
+        return c
+    }
+
+    /// An error on the requester's side: an error completion (always, even
+    /// for an unsignaled request), and the QP goes to ERR.
+    private func fail(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32, _ router: Router,
+                      _ reason: String) -> Outcome {
+        qp.sendCQ.push(requesterCQE(qp, w, status, opcode, 0), solicited: false)
+        qp.held = nil
+        qp.stall = nil
+        router.denyDataPath(qp, reason)
+        return .failed
+    }
+
+    /// The receive request could not take the message: the responder gets
+    /// the local error and goes to ERR; the requester gets the remote error.
+    private func responderError(_ qp: QueuePair, _ peer: QueuePair, _ w: sluice_send_wqe, _ r: sluice_recv_wqe,
+                                local: UInt32, remote: UInt32, _ opcode: UInt32, _ router: Router, _ reason: String) -> Outcome {
+        peer.consumeRecv()
+        var c = sluice_cqe()
+        c.wr_id = r.wr_id
+        c.status = local
+        c.opcode = UInt32(SLUICE_WC_OP_RECV)
+        c.qp_num = peer.qpn
+        c.src_qp = qp.qpn
+        peer.recvCQ.push(c, solicited: true)
+        router.denyDataPath(peer, reason)
+        router.enter(peer, .error)
+        return fail(qp, w, remote, opcode, router, "remote: " + reason)
+    }
+
+    /// RNR and transport retries: wait and try again, up to the QP's count.
+    private func stallOrFail(_ qp: QueuePair, _ w: sluice_send_wqe, _ kind: Stall.Kind, _ opcode: UInt32,
+                             now: UInt64, router: Router) -> Outcome {
+        let interval: UInt64
+        let budget: Int
+        switch kind {
+        case .receiverNotReady:
+            interval = SoftwareFabric.rnrDelayNanos(qp.peer?.attrs.minRNRTimer ?? 0)
+            budget = qp.attrs.rnrRetry == 7 ? -1 : Int(qp.attrs.rnrRetry)
+        case .peerNotReady, .completionQueueFull:
+            interval = qp.attrs.timeout == 0 ? 1_000_000 : 4096 << UInt64(qp.attrs.timeout)
+            budget = qp.attrs.timeout == 0 ? -1 : Int(qp.attrs.retryCount)
+        }
+        var stall = Stall(kind: kind, retryAt: now + interval, retriesLeft: budget)
+        if let s = qp.stall, s.kind == kind {
+            if s.retriesLeft == 0 {
+                let status = kind == .receiverNotReady ? SLUICE_WC_RNR_RETRY_EXC_ERR : SLUICE_WC_RETRY_EXC_ERR
+                return fail(qp, w, UInt32(status), opcode, router,
+                            kind == .receiverNotReady ? "receiver not ready: RNR retries exhausted" : "no response from the peer QP: retries exhausted")
+            }
+            stall.retriesLeft = s.retriesLeft < 0 ? -1 : s.retriesLeft - 1
+        }
+        return .wait(stall)
+    }
+
+    /// IB's RNR NAK timer encoding (IBTA table 45), in nanoseconds.
+    static func rnrDelayNanos(_ code: UInt8) -> UInt64 {
+        let micros: [UInt64] = [655_360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 3840,
+                                5120, 7680, 10240, 15360, 20480, 30720, 40960, 61440, 81920, 122_880, 163_840, 245_760,
+                                327_680, 491_520]
+        return micros[Int(code & 31)] * 1000
+    }
+
+    // MARK: moving bytes
+
+    private func copy(_ src: [(UnsafeRawPointer, Int)], _ dst: [(UnsafeMutableRawPointer, Int)]) {
+        var di = 0, doff = 0
+        for (sp, slen) in src {
+            var soff = 0
+            while soff < slen {
+                let (dp, dlen) = dst[di]
+                let n = min(slen - soff, dlen - doff)
+                memmove(dp + doff, sp + soff, n)
+                soff += n
+                doff += n
+                if doff == dlen {
+                    di += 1
+                    doff = 0
+                }
+            }
+        }
+    }
+
+    private func gather(_ src: [(UnsafeRawPointer, Int)], _ to: UnsafeMutableRawPointer) {
+        var off = 0
+        for (p, n) in src {
+            memmove(to + off, p, n)
+            off += n
+        }
+    }
+
+    private func scatter(_ from: UnsafeRawPointer, _ total: Int, _ dst: [(UnsafeMutableRawPointer, Int)]) {
+        var off = 0
+        for (p, n) in dst where off < total {
+            let k = min(n, total - off)
+            memmove(p, from + off, k)
+            off += k
+        }
+    }
+
+    // MARK: error state
+
+    /// A QP in ERR completes everything posted with a flush error.
+    private func flush(_ qp: QueuePair) -> Bool {
+        var did = false
+        if let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity), n > 0 {
+            for _ in 0..<min(Int(n), 64) {
+                guard qp.sendCQ.space >= 1 else { break }
+                let w = qp.copySendWQE(qp.sqCons)
+                qp.sendCQ.push(requesterCQE(qp, w, UInt32(SLUICE_WC_WR_FLUSH_ERR), 0, 0), solicited: false)
+                qp.consumeSend()
+                did = true
+            }
+        }
+        if let n = qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity), n > 0 {
+            for _ in 0..<min(Int(n), 64) {
+                guard qp.recvCQ.space >= 1 else { break }
+                let r = qp.copyRecvWQE(qp.rqCons)
+                var c = sluice_cqe()
+                c.wr_id = r.wr_id
+                c.status = UInt32(SLUICE_WC_WR_FLUSH_ERR)
+                c.opcode = UInt32(SLUICE_WC_OP_RECV)
+                c.qp_num = qp.qpn
+                qp.recvCQ.push(c, solicited: true)
+                qp.consumeRecv()
+                did = true
+            }
+        }
+        return did
+    }
+}
+
+extension Router {
+    /// Records a refused or failed work request, one record each (allows
+    /// are only counted).
+    func denyDataPath(_ qp: QueuePair, _ reason: String) {
+        log.record(event: "datapath", subject: qp.session.subject, verb: "post_send",
+                   object: "qpn 0x\(String(qp.qpn, radix: 16))", decision: .deny, reason: reason)
+    }
+}
