@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .executable(name: "sluice-router", targets: ["sluice-router"]),
         .executable(name: "sluice", targets: ["sluice"]),
+        .executable(name: "sluice-bench", targets: ["sluice-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -35,6 +36,11 @@ let package = Package(
         .executableTarget(
             name: "sluice",
             dependencies: ["SluiceRouter", "SluiceWire", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // `make bench`: Sluice beside baselines measured in the same run.
+        .executableTarget(
+            name: "sluice-bench",
+            dependencies: ["SluiceVerbs", "SluiceRouter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SluiceRouterTests", dependencies: ["SluiceRouter", "SluiceWire"]),
         .testTarget(name: "SluiceIntegrationTests", dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter"]),
