@@ -43,7 +43,7 @@ let package = Package(
             dependencies: ["SluiceVerbs", "SluiceRouter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SluiceRouterTests", dependencies: ["SluiceRouter", "SluiceWire"]),
-        .testTarget(name: "SluiceIntegrationTests", dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter"]),
+        .testTarget(name: "SluiceIntegrationTests", dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter", "CSluiceSys"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,192 @@
+import Foundation
+import XCTest
+import SluiceRouter
+
+/// Where the build put things, and the repository root.
+enum Paths {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    /// The directory of the test binary: SwiftPM puts the executables beside it.
+    static let products: URL = {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var url = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        // On Linux the xctest bundle is a plain executable in the products directory.
+        if url.lastPathComponent.hasSuffix(".xctest") { url = url.deletingLastPathComponent() }
+        return url
+    }()
+
+    static var router: String { products.appendingPathComponent("sluice-router").path }
+
+    /// libsluice-verbs.so as `make` builds it; built here if missing so that a
+    /// plain `swift test` works too.
+    static let verbsLibrary: String = {
+        if let p = ProcessInfo.processInfo.environment["SLUICE_VERBS_LIB"], FileManager.default.fileExists(atPath: p) {
+            return p
+        }
+        let path = root.appendingPathComponent(".build/sluice/libsluice-verbs.so").path
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: "/usr/bin/make")
+        make.arguments = ["-s", "-C", root.path, "lib"]
+        try? make.run()
+        make.waitUntilExit()
+        return path
+    }()
+
+    static func tool(_ name: String) -> String? {
+        for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+            let p = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return nil
+    }
+}
+
+/// A real sluice-router process with its own runtime and policy directories.
+final class RouterProcess {
+    let runtimeDir: String
+    let policiesDir: String
+    let process = Process()
+    private let errPipe = Pipe()
+
+    init(tenants: [String] = ["alpha", "beta"], uid: UInt32 = getuid()) throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-test-\(UUID().uuidString.prefix(8))")
+        runtimeDir = base.appendingPathComponent("run").path
+        policiesDir = base.appendingPathComponent("policies").path
+        try FileManager.default.createDirectory(atPath: policiesDir, withIntermediateDirectories: true)
+        for t in tenants {
+            let yaml = """
+                apiVersion: sluice/v1
+                kind: TenantPolicy
+                metadata:
+                  name: \(t)
+                spec:
+                  identity:
+                    uids: [\(uid)]
+
+                """
+            try yaml.write(toFile: "\(policiesDir)/\(t).yaml", atomically: true, encoding: .utf8)
+        }
+        process.executableURL = URL(fileURLWithPath: Paths.router)
+        process.arguments = ["--runtime-dir", runtimeDir, "--policies", policiesDir, "--audit-log", auditLog]
+        process.standardError = errPipe
+        try process.run()
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: runtimeDir + "/control.sock") {
+            guard process.isRunning, Date() < deadline else {
+                throw NSError(domain: "sluice-test", code: 1, userInfo: [NSLocalizedDescriptionKey: "router did not start: \(stderrText())"])
+            }
+            usleep(20_000)
+        }
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: (runtimeDir as NSString).deletingLastPathComponent)
+    }
+
+    var auditLog: String { (runtimeDir as NSString).deletingLastPathComponent + "/audit.log" }
+
+    func socket(_ tenant: String) -> String { "\(runtimeDir)/tenants/\(tenant).sock" }
+
+    func status() throws -> [String: Any] {
+        let bytes = try OperatorClient.status(socketPath: runtimeDir + "/control.sock")
+        return try JSONSerialization.jsonObject(with: Data(bytes)) as! [String: Any]
+    }
+
+    func objects() throws -> [String: Int] {
+        try status()["objects"] as! [String: Int]
+    }
+
+    /// Polls status until `predicate` holds or 10 s pass; returns the last status.
+    @discardableResult
+    func waitForStatus(_ predicate: ([String: Any]) -> Bool) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(10)
+        var s = try status()
+        while !predicate(s) && Date() < deadline {
+            usleep(20_000)
+            s = try status()
+        }
+        return s
+    }
+
+    /// SIGTERM, then the exit status.
+    func stop() -> Int32 {
+        guard process.isRunning else { return process.terminationStatus }
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    func stderrText() -> String {
+        if process.isRunning { return "(router still running)" }
+        return String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
+
+    func auditRecords() -> [[String: Any]] {
+        guard let text = try? String(contentsOfFile: auditLog, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+}
+
+/// A tenant program run through libsluice-verbs.so, output captured.
+final class TenantProcess {
+    let process = Process()
+    private let out = Pipe()
+    private var captured: Data?
+
+    init(_ tool: String, _ args: [String], socket: String) throws {
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["LD_PRELOAD"] = Paths.verbsLibrary
+        env["SLUICE_SOCKET"] = socket
+        process.environment = env
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+    }
+
+    /// Waits at most `seconds`; kills the process if it takes longer.
+    @discardableResult
+    func wait(seconds: Double = 60) -> Int32 {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    var output: String {
+        if captured == nil { captured = out.fileHandleForReading.readDataToEndOfFile() }
+        return String(decoding: captured!, as: UTF8.self)
+    }
+}
+
+/// Starts an ibv_rc_pingpong server and a client that has connected to it
+/// (the server's TCP listener takes a moment: a client that could not connect
+/// is started again). Both are running, or have finished, on return.
+func startPingPongPair(_ tool: String, _ args: [String], socket: String) throws -> (server: TenantProcess, client: TenantProcess) {
+    let server = try TenantProcess(tool, args, socket: socket)
+    for _ in 0..<100 {
+        usleep(100_000)
+        let c = try TenantProcess(tool, args + ["127.0.0.1"], socket: socket)
+        // A client that cannot connect exits within milliseconds.
+        var waited = 0
+        while c.process.isRunning && waited < 300 {
+            usleep(10_000)
+            waited += 10
+        }
+        if c.process.isRunning || c.process.terminationStatus == 0 || !c.output.contains("Couldn't connect") {
+            return (server, c)
+        }
+    }
+    throw XCTSkip("the ping-pong client never connected to its server")
+}

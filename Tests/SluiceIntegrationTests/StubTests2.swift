@@ -1,2 +1,0 @@
-import XCTest
-final class StubTests2: XCTestCase { func testX() {} }
