@@ -272,10 +272,11 @@ final class SoftwareFabric {
     /// for an unsignaled request), and the QP goes to ERR.
     private func fail(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32, _ router: Router,
                       _ reason: String) -> Outcome {
+        // Recorded before the tenant can see the completion.
+        router.denyDataPath(qp, reason)
         qp.sendCQ.push(requesterCQE(qp, w, status, opcode, 0), solicited: false)
         qp.held = nil
         qp.stall = nil
-        router.denyDataPath(qp, reason)
         return .failed
     }
 

@@ -1,0 +1,275 @@
+import Foundation
+import XCTest
+import SluiceVerbs
+
+/// The verbs API of libsluice-verbs, driven from Swift against a real router:
+/// every operation's data is checked byte for byte.
+final class VerbsTests: XCTestCase {
+    var router: RouterProcess!
+    var a: VerbsEndpoint!
+    var b: VerbsEndpoint!
+
+    override func setUpWithError() throws {
+        router = try RouterProcess()
+        a = try VerbsEndpoint(socket: router.socket("alpha"))
+        b = try VerbsEndpoint(socket: router.socket("alpha"))
+    }
+
+    override func tearDownWithError() throws {
+        a = nil
+        b = nil
+        XCTAssertEqual(router.stop(), 0, "router exit status; stderr: \(router.stderrText())")
+    }
+
+    let rw = ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue | IBV_ACCESS_REMOTE_READ.rawValue)
+
+    /// A connected pair of QPs, a on one session and b on the other.
+    func pair(useGID: Bool = false, inline: UInt32 = 0) throws -> (UnsafeMutablePointer<ibv_qp>, UnsafeMutablePointer<ibv_qp>) {
+        let qa = try a.createQP(inline: inline)
+        let qb = try b.createQP(inline: inline)
+        try a.connect(qa, to: qb, of: b, access: rw, useGID: useGID)
+        try b.connect(qb, to: qa, of: a, access: rw, useGID: useGID)
+        return (qa, qb)
+    }
+
+    func testDeviceAttributes() throws {
+        var attr = ibv_device_attr()
+        XCTAssertEqual(ibv_query_device(a.context, &attr), 0)
+        XCTAssertEqual(attr.phys_port_cnt, 1)
+        XCTAssertGreaterThan(attr.max_qp, 0)
+        var port = ibv_port_attr()
+        XCTAssertEqual(___ibv_query_port(a.context, 1, &port), 0)
+        XCTAssertEqual(port.state, IBV_PORT_ACTIVE)
+        XCTAssertEqual(port.link_layer, UInt8(IBV_LINK_LAYER_INFINIBAND))
+        XCTAssertNotEqual(a.lid, 0)
+        XCTAssertNotEqual(a.lid, b.lid, "each session is its own endpoint")
+        XCTAssertNotEqual(___ibv_query_port(a.context, 2, &port), 0, "only port 1 exists")
+        var g = ibv_gid()
+        XCTAssertNotEqual(ibv_query_gid(a.context, 1, 1, &g), 0, "only GID index 0 exists")
+        withUnsafeBytes(of: a.gid) { XCTAssertEqual(Array($0[10..<13]), [0xff, 0xff, 10], "GID 0 is ::ffff:<virtual IPv4>") }
+    }
+
+    func testRDMAWriteIntoUnalignedRegions() throws {
+        let (qa, _) = try pair()
+        let src = TestBuffer(pages: 4), dst = TestBuffer(pages: 4)
+        let len = 10_000
+        src.fill(7, len, seed: 3)
+        dst.fill(0, dst.size, seed: 0)
+        let before = dst.bytes(0, dst.size)
+        let smr = try a.register(src.base + 7, len, ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue))
+        let dmr = try b.register(dst.base + 13, len, rw)
+        XCTAssertEqual(dst.bytes(0, dst.size), before, "registration keeps the buffer's contents")
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(src.base + 7, len, smr)], remote: (addr(dst.base + 13), dmr.pointee.rkey))
+        let wc = a.poll(1)
+        XCTAssertEqual(wc.count, 1)
+        XCTAssertEqual(wc.first?.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(wc.first?.opcode, IBV_WC_RDMA_WRITE)
+        XCTAssertEqual(wc.first?.wr_id, 1)
+        XCTAssertEqual(dst.bytes(13, len), src.bytes(7, len), "data landed byte for byte")
+        XCTAssertEqual(dst.bytes(0, 13), Array(before[0..<13]), "bytes before the region untouched")
+        XCTAssertEqual(dst.bytes(13 + len, 100), Array(before[(13 + len)..<(13 + len + 100)]), "bytes after the region untouched")
+        b.assertQuiet()
+    }
+
+    func testWriteWithImmediateConsumesAReceive() throws {
+        let (qa, qb) = try pair(useGID: true)
+        let src = TestBuffer(pages: 1), dst = TestBuffer(pages: 1), rbuf = TestBuffer(pages: 1)
+        src.fill(0, 512, seed: 9)
+        let smr = try a.register(src.base, 512, rw)
+        let dmr = try b.register(dst.base + 100, 512, rw)
+        let rmr = try b.register(rbuf.base, 64, rw)
+        try b.postRecv(qb, id: 77, [sge(rbuf.base, 64, rmr)])
+        try a.postSend(qa, id: 5, IBV_WR_RDMA_WRITE_WITH_IMM, [sge(src.base, 512, smr)],
+                       remote: (addr(dst.base + 100), dmr.pointee.rkey), imm: 0x1234_5678)
+        let wa = a.poll(1), wb = b.poll(1)
+        XCTAssertEqual(wa.first?.status, IBV_WC_SUCCESS)
+        let r = try XCTUnwrap(wb.first)
+        XCTAssertEqual(r.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(r.opcode, IBV_WC_RECV_RDMA_WITH_IMM)
+        XCTAssertEqual(r.wr_id, 77)
+        XCTAssertEqual(r.byte_len, 512)
+        XCTAssertEqual(UInt32(bigEndian: r.imm_data), 0x1234_5678)
+        XCTAssertNotEqual(r.wc_flags & UInt32(IBV_WC_WITH_IMM.rawValue), 0)
+        XCTAssertNotEqual(r.wc_flags & UInt32(IBV_WC_GRH.rawValue), 0, "GID-addressed traffic carries a GRH")
+        XCTAssertEqual(r.qp_num, qb.pointee.qp_num)
+        XCTAssertEqual(r.src_qp, qa.pointee.qp_num)
+        XCTAssertEqual(dst.bytes(100, 512), src.bytes(0, 512))
+    }
+
+    func testRDMARead() throws {
+        let (qa, _) = try pair()
+        let remote = TestBuffer(pages: 3), local = TestBuffer(pages: 3)
+        remote.fill(5, 9000, seed: 42)
+        let rmr = try b.register(remote.base + 5, 9000, rw)
+        let lmr = try a.register(local.base + 1, 9000, ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue))
+        // Two local SGEs: the read scatters.
+        try a.postSend(qa, id: 9, IBV_WR_RDMA_READ, [sge(local.base + 1, 4000, lmr), sge(local.base + 4001, 5000, lmr)],
+                       remote: (addr(remote.base + 5), rmr.pointee.rkey))
+        let wc = a.poll(1)
+        XCTAssertEqual(wc.first?.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(wc.first?.opcode, IBV_WC_RDMA_READ)
+        XCTAssertEqual(wc.first?.byte_len, 9000)
+        XCTAssertEqual(local.bytes(1, 9000), remote.bytes(5, 9000))
+    }
+
+    func testSendGathersSeveralSGEsAndScattersIntoSeveral() throws {
+        let (qa, qb) = try pair()
+        let s1 = TestBuffer(pages: 1), s2 = TestBuffer(pages: 2), r = TestBuffer(pages: 2)
+        s1.fill(0, 4096, seed: 1)
+        s2.fill(0, 8192, seed: 2)
+        let m1 = try a.register(s1.base, 4096, rw)
+        let m2 = try a.register(s2.base, 8192, rw)
+        let mr = try b.register(r.base, 8192, rw)
+        try b.postRecv(qb, id: 100, [sge(r.base, 3000, mr), sge(r.base + 4000, 4000, mr)])
+        try a.postSend(qa, id: 1, IBV_WR_SEND, [sge(s1.base + 10, 1000, m1), sge(s2.base + 3, 3000, m2), sge(s1.base + 2000, 2000, m1)])
+        let wb = b.poll(1)
+        XCTAssertEqual(wb.first?.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(wb.first?.opcode, IBV_WC_RECV)
+        XCTAssertEqual(wb.first?.byte_len, 6000)
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS)
+        let sent = s1.bytes(10, 1000) + s2.bytes(3, 3000) + s1.bytes(2000, 2000)
+        let received = r.bytes(0, 3000) + r.bytes(4000, 3000)
+        XCTAssertEqual(received, sent)
+    }
+
+    func testInlineAndUnsignaledSends() throws {
+        let (qa, qb) = try pair(inline: 64)
+        let r = TestBuffer(pages: 1)
+        let mr = try b.register(r.base, 4096, rw)
+        for i in 0..<16 { try b.postRecv(qb, id: UInt64(i), [sge(r.base + i * 64, 64, mr)]) }
+        // Inline data comes from unregistered memory and may be reused at once.
+        var scratch = [UInt8](repeating: 0, count: 48)
+        for i in 0..<16 {
+            for k in 0..<48 { scratch[k] = UInt8(truncatingIfNeeded: i * 31 + k) }
+            let last = i == 15
+            try scratch.withUnsafeMutableBytes { p in
+                let s = ibv_sge(addr: addr(p.baseAddress!), length: 48, lkey: 0)
+                try a.postSend(qa, id: UInt64(1000 + i), IBV_WR_SEND, [s],
+                               flags: ibv_send_flags(IBV_SEND_INLINE.rawValue | (last ? IBV_SEND_SIGNALED.rawValue : 0)))
+            }
+            scratch = scratch.map { _ in 0xee }
+        }
+        let wb = b.poll(16)
+        XCTAssertEqual(wb.count, 16)
+        XCTAssertEqual(wb.map(\.wr_id), (0..<16).map(UInt64.init), "receives complete in order")
+        let wa = a.poll(1)
+        XCTAssertEqual(wa.map(\.wr_id), [1015], "only the signaled send completes")
+        a.assertQuiet()
+        for i in 0..<16 {
+            XCTAssertEqual(r.bytes(i * 64, 48), (0..<48).map { UInt8(truncatingIfNeeded: i * 31 + $0) }, "message \(i)")
+        }
+    }
+
+    func testOverlappingRegistrationsKeepZeroCopy() throws {
+        let (qa, _) = try pair()
+        let buf = TestBuffer(pages: 4)
+        buf.fill(0, buf.size, seed: 5)
+        let before = buf.bytes(0, buf.size)
+        // First a small region in page 0, then one that overlaps it and runs
+        // into page 2, then one entirely inside the second.
+        let m1 = try b.register(buf.base + 100, 100, rw)
+        let m2 = try b.register(buf.base + 150, 9000, rw)
+        let m3 = try b.register(buf.base + 5000, 10, rw)
+        XCTAssertEqual(buf.bytes(0, buf.size), before, "re-backing preserved every byte on the pages")
+        let src = TestBuffer(pages: 1)
+        src.fill(0, 4096, seed: 77)
+        let smr = try a.register(src.base, 4096, rw)
+        // Writes through each region's rkey land in the memory the tenant sees.
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(src.base, 100, smr)], remote: (addr(buf.base + 100), m1.pointee.rkey))
+        try a.postSend(qa, id: 2, IBV_WR_RDMA_WRITE, [sge(src.base + 200, 3000, smr)], remote: (addr(buf.base + 6000), m2.pointee.rkey))
+        try a.postSend(qa, id: 3, IBV_WR_RDMA_WRITE, [sge(src.base + 300, 10, smr)], remote: (addr(buf.base + 5000), m3.pointee.rkey))
+        let wc = a.poll(3)
+        XCTAssertEqual(wc.map(\.status), [IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_SUCCESS])
+        XCTAssertEqual(buf.bytes(100, 100), src.bytes(0, 100))
+        XCTAssertEqual(buf.bytes(6000, 3000), src.bytes(200, 3000))
+        XCTAssertEqual(buf.bytes(5000, 10), src.bytes(300, 10))
+        XCTAssertEqual(buf.bytes(0, 100), Array(before[0..<100]))
+    }
+
+    func testTwoHundredQueuePairsInOneProcess() throws {
+        var pairs: [(UnsafeMutablePointer<ibv_qp>, UnsafeMutablePointer<ibv_qp>)] = []
+        for _ in 0..<100 {
+            let qa = try a.createQP(sendDepth: 4, recvDepth: 4, sge: 1)
+            let qb = try b.createQP(sendDepth: 4, recvDepth: 4, sge: 1)
+            try a.connect(qa, to: qb, of: b, access: rw)
+            try b.connect(qb, to: qa, of: a, access: rw)
+            pairs.append((qa, qb))
+        }
+        XCTAssertEqual(Set(pairs.flatMap { [$0.0.pointee.qp_num, $0.1.pointee.qp_num] }).count, 200, "200 distinct QPNs")
+        let s = TestBuffer(pages: 1), r = TestBuffer(pages: 4)
+        let smr = try a.register(s.base, 4096, rw)
+        let rmr = try b.register(r.base, 4 * 4096, rw)
+        for i in 0..<100 {
+            s.base.storeBytes(of: UInt32(i * 3 + 1), toByteOffset: i * 4, as: UInt32.self)
+            try b.postRecv(pairs[i].1, id: UInt64(i), [sge(r.base + i * 64, 64, rmr)])
+        }
+        for i in 0..<100 {
+            try a.postSend(pairs[i].0, id: UInt64(i), IBV_WR_SEND, [sge(s.base + i * 4, 4, smr)])
+        }
+        XCTAssertEqual(a.poll(100).filter { $0.status == IBV_WC_SUCCESS }.count, 100)
+        let wb = b.poll(100)
+        XCTAssertEqual(wb.count, 100)
+        for wc in wb {
+            let i = Int(wc.wr_id)
+            XCTAssertEqual(wc.qp_num, pairs[i].1.pointee.qp_num)
+            XCTAssertEqual(wc.src_qp, pairs[i].0.pointee.qp_num)
+            XCTAssertEqual(r.base.load(fromByteOffset: i * 64, as: UInt32.self), UInt32(i * 3 + 1))
+        }
+        let objects = try router.objects()
+        XCTAssertEqual(objects["qp"], 200)
+    }
+
+    func testABadRemoteKeyFailsAndFlushesTheRest() throws {
+        let (qa, _) = try pair()
+        let src = TestBuffer(pages: 1), dst = TestBuffer(pages: 1)
+        let smr = try a.register(src.base, 4096, rw)
+        let dmr = try b.register(dst.base, 4096, rw)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(src.base, 64, smr)], remote: (addr(dst.base), dmr.pointee.rkey ^ 0x5a5a))
+        try a.postSend(qa, id: 2, IBV_WR_RDMA_WRITE, [sge(src.base, 64, smr)], remote: (addr(dst.base), dmr.pointee.rkey))
+        let wc = a.poll(2)
+        XCTAssertEqual(wc.map(\.wr_id), [1, 2])
+        XCTAssertEqual(wc.map(\.status), [IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR])
+        XCTAssertEqual(a.state(qa), IBV_QPS_ERR)
+        // Out of bounds by one byte, on a fresh pair, is refused the same way.
+        let (qa2, _) = try pair()
+        try a.postSend(qa2, id: 3, IBV_WR_RDMA_WRITE, [sge(src.base, 64, smr)], remote: (addr(dst.base) + 4096 - 63, dmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_REM_ACCESS_ERR)
+        let denials = router.auditRecords().filter { ($0["event"] as? String) == "datapath" }
+        XCTAssertGreaterThanOrEqual(denials.count, 2)
+    }
+
+    func testADeregisteredRegionsKeysAreDead() throws {
+        let (qa, _) = try pair()
+        let src = TestBuffer(pages: 1), dst = TestBuffer(pages: 1)
+        let smr = try a.register(src.base, 4096, rw)
+        let dmr = try b.register(dst.base, 4096, rw)
+        let rkey = dmr.pointee.rkey
+        b.deregister(dmr)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(src.base, 64, smr)], remote: (addr(dst.base), rkey))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_REM_ACCESS_ERR)
+    }
+
+    func testReceiverNotReadyHonoursRNRRetry() throws {
+        let qa = try a.createQP()
+        let qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw, rnrRetry: 2)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let s = TestBuffer(pages: 1)
+        let smr = try a.register(s.base, 4096, rw)
+        try a.postSend(qa, id: 4, IBV_WR_SEND, [sge(s.base, 8, smr)])
+        // min_rnr_timer 1 (10 µs) and 2 retries: the error comes quickly.
+        let wc = a.poll(1)
+        XCTAssertEqual(wc.first?.status, IBV_WC_RNR_RETRY_EXC_ERR)
+        XCTAssertEqual(a.state(qa), IBV_QPS_ERR)
+    }
+
+    func testConnectingToAnotherTenantIsRefused() throws {
+        let c = try VerbsEndpoint(socket: router.socket("beta"))
+        let qa = try a.createQP()
+        let qc = try c.createQP()
+        XCTAssertThrowsError(try a.connect(qa, to: qc, of: c, access: rw)) { error in
+            XCTAssertTrue("\(error)".contains("Permission denied"), "\(error)")
+        }
+        XCTAssertThrowsError(try a.connect(try a.createQP(), to: qc, of: b, access: rw), "a QPN at the wrong address is not found")
+    }
+}
