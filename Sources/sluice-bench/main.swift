@@ -1,1 +1,135 @@
-print("bench placeholder")
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Foundation
+
+struct SluiceBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluice-bench",
+        abstract: "Measures Sluice's latency and bandwidth beside baselines, in one run.",
+        discussion: """
+            Starts a real sluice-router (the one built next to this binary, or \
+            --router) with a private runtime directory and the policies in \
+            --policies, then measures as a process of tenant --tenant, through the \
+            verbs library linked into this binary. Each table puts Sluice beside \
+            baselines measured in the same run, with the same message size, \
+            count, thread count and clock (CLOCK_MONOTONIC).
+
+            Latency: the round trip of an 8-byte message (ping -> pong -> ping; not \
+            halved, unlike perftest), p50 / p99 / mean in microseconds.
+            - sluice SEND: two verbs contexts, hence two router sessions, one RC QP \
+            each, connected to each other; one thread per side busy-polls its CQ.
+            - sluice SEND, pollers yield: the same, but a poller that finds its CQ \
+            empty calls sched_yield(), giving its core to the router when cores are scarce.
+            - TCP loopback: the same exchange over 127.0.0.1 with TCP_NODELAY and \
+            blocking sockets: what the kernel stack gives without RDMA.
+            - thread hand-off: two threads bouncing a counter through one shared \
+            cache line: the floor for any shared-memory message path. A Sluice round \
+            trip makes four such hand-offs (ping, router, pong, router, ping).
+
+            Bandwidth: 64 KiB messages, in GB/s (10^9 bytes/s) and messages/s.
+            - sluice RDMA WRITE: one RC QP, 16 signaled writes in flight into the \
+            peer's registered region; the target's bytes are checked at the end.
+            - memcpy: one core copying the same messages over the same buffer \
+            footprint: the software fabric's work is a copy, so this is the ceiling \
+            it can approach.
+            - TCP loopback stream: 64 KiB writes from one thread to another: the \
+            conventional way to move these bytes between processes.
+
+            This measures; it asserts nothing about speed. The router's poller \
+            spins while there is work, so on a machine with fewer than three CPUs \
+            the Sluice ping-pong (ping thread, pong thread, router) competes for \
+            cores and its latency is pessimistic; the output says so.
+
+            Exit status 1 if the router or any measurement fails: the failing \
+            call and its errno are printed, the router is stopped first, and its \
+            runtime directory (router.log, audit.log) is kept for reading.
+            """
+    )
+
+    @Flag(help: "Short runs (well under a minute) instead of the full ones (a few minutes).")
+    var quick = false
+
+    @Option(help: ArgumentHelp("Also write every figure as CSV rows (metric,system,size,value,unit).", valueName: "file"))
+    var csv: String?
+
+    @Option(help: ArgumentHelp("The sluice-router executable. Default: the one next to this binary.", valueName: "path"))
+    var router: String?
+
+    @Option(help: ArgumentHelp("Directory of tenant policy files for the router.", valueName: "dir"))
+    var policies = "policies"
+
+    @Option(help: ArgumentHelp("The tenant to measure as; its policy must admit this process's uid.", valueName: "name"))
+    var tenant = "alpha"
+
+    @Option(name: .customLong("spin-us"), help: ArgumentHelp("Passed to the router: how long its poller spins without work before it sleeps. Default: the router's.", valueName: "us"))
+    var spinMicros: UInt64?
+
+    func run() throws {
+        // A TCP peer that goes away must be an error from write, not a signal.
+        signal(SIGPIPE, SIG_IGN)
+        let plans = quick ? Plans.quick : Plans.full
+        let routerPath = try router ?? RouterProcess.siblingExecutable()
+        let policiesPath = Self.absolute(policies)
+
+        print("Sluice benchmark, \(quick ? "quick" : "full") mode")
+        print("  machine  \(Machine.onlineCPUs) CPUs online, \(Machine.cpuModel), \(Machine.kernel)")
+        print("  build    sluice-bench \(Machine.buildMode); router \(routerPath) (\(Machine.buildMode(ofExecutable: routerPath)))")
+
+        let process: RouterProcess
+        do {
+            process = try RouterProcess(executable: routerPath, policies: policiesPath, tenant: tenant, spinMicros: spinMicros)
+        } catch {
+            Self.complain("cannot start the router: \(error)")
+            throw ExitCode(1)
+        }
+        print("  router   pid \(process.pid), tenant \(tenant), runtime \(process.runtimeDir), policies \(policiesPath), "
+              + "spin \(spinMicros.map { "\($0) µs" } ?? "router default")")
+        if Machine.onlineCPUs < 3 {
+            print("""
+                  note     \(Machine.onlineCPUs) CPUs: in the Sluice ping-pong the ping thread, the pong thread and the \
+                router's poller all spin on \(Machine.onlineCPUs) cores, so its latency includes scheduler \
+                time slices and is pessimistic here. Baselines use two threads.
+                """)
+        }
+        print("")
+
+        let suite = Suite(router: process, plans: plans)
+        let tables = [suite.latency(), suite.bandwidth()]
+        for t in tables { print(t.render()) }
+
+        var failures = suite.failures
+        if let csv {
+            do {
+                try CSV.write(suite.figures, to: csv)
+                print("wrote \(suite.figures.count) rows to \(csv)")
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        do {
+            if let how = try process.stop(), how != "exit status 0" {
+                failures.append("sluice-router stopped with \(how)\n\(process.logTail())")
+            }
+        } catch {
+            failures.append("\(error)")
+        }
+        guard failures.isEmpty else {
+            for f in failures { Self.complain(f) }
+            Self.complain("router runtime directory kept for inspection: \(process.runtimeDir)")
+            throw ExitCode(1)
+        }
+        process.removeRuntimeDir()
+    }
+
+    static func complain(_ message: String) {
+        FileHandle.standardError.write("sluice-bench: \(message)\n".data(using: .utf8)!)
+    }
+
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+}
+
+SluiceBench.main()

@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// One figure, as the CSV carries it.
+struct Figure {
+    let metric: String
+    let system: String
+    let size: Int
+    let value: Double
+    let unit: String
+}
+
+/// A table of one metric: Sluice rows beside baseline rows. A row whose
+/// measurement failed shows why instead of figures.
+struct Table {
+    let title: String
+    let columns: [String]
+    private(set) var rows: [(label: String, cells: [String]?, note: String?)] = []
+
+    init(title: String, columns: [String]) {
+        self.title = title
+        self.columns = columns
+    }
+
+    mutating func add(_ label: String, _ cells: [String]) { rows.append((label, cells, nil)) }
+    mutating func addFailure(_ label: String, _ reason: String) { rows.append((label, nil, reason)) }
+
+    func render() -> String {
+        let labelWidth = max(title.count, rows.map { $0.label.count + 2 }.max() ?? 0) + 2
+        let cellWidth = max(9, columns.map { $0.count + 2 }.max() ?? 0)
+        func pad(_ s: String, _ w: Int) -> String { s.count >= w ? s : s + String(repeating: " ", count: w - s.count) }
+        func lpad(_ s: String, _ w: Int) -> String { s.count >= w ? " " + s : String(repeating: " ", count: w - s.count) + s }
+        var out = pad(title, labelWidth) + columns.map { lpad($0, cellWidth) }.joined() + "\n"
+        for r in rows {
+            out += pad("  " + r.label, labelWidth)
+            if let cells = r.cells {
+                out += cells.map { lpad($0, cellWidth) }.joined()
+            } else {
+                out += "   failed: " + (r.note ?? "")
+            }
+            out += "\n"
+        }
+        return out
+    }
+}
+
+enum Format {
+    static func micros(_ v: Double) -> String { String(format: v < 100 ? "%.2f" : "%.1f", v) }
+    static func gbps(_ v: Double) -> String { String(format: "%.2f", v) }
+    static func count(_ v: Double) -> String { String(format: "%.0f", v) }
+}
+
+enum CSV {
+    /// Writes `metric,system,size,value,unit` rows, RFC 4180 quoting.
+    static func write(_ figures: [Figure], to path: String) throws {
+        func field(_ s: String) -> String {
+            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
+                ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+        }
+        var text = "metric,system,size,value,unit\n"
+        for f in figures {
+            text += [f.metric, f.system, String(f.size), String(format: "%.6g", f.value), f.unit].map(field).joined(separator: ",") + "\n"
+        }
+        do {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            throw BenchFailure("cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+}
+
+/// What the figures were measured on.
+enum Machine {
+    static var onlineCPUs: Int { sysconf(Int32(_SC_NPROCESSORS_ONLN)) }
+
+    static var cpuModel: String {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown CPU" }
+        for line in text.split(separator: "\n") where line.hasPrefix("model name") {
+            if let colon = line.firstIndex(of: ":") {
+                return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return "unknown CPU"
+    }
+
+    static var kernel: String {
+        var u = utsname()
+        uname(&u)
+        let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        return "Linux \(release)"
+    }
+
+    static var buildMode: String {
+        #if DEBUG
+        return "debug"
+        #else
+        return "release"
+        #endif
+    }
+
+    /// SwiftPM puts products in .build/<triple>/<debug|release>/.
+    static func buildMode(ofExecutable path: String) -> String {
+        let parts = path.split(separator: "/")
+        if parts.contains("release") { return "release build" }
+        if parts.contains("debug") { return "debug build" }
+        return "build mode unknown"
+    }
+}

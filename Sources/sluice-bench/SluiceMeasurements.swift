@@ -1,0 +1,215 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SluiceVerbs
+
+/// How long a latency measurement runs: `iterations` timed round trips after
+/// `warmup` untimed ones, cut short after `maxSeconds` of timed runs (the
+/// sample count is reported, so a cut-short run is visible).
+struct LatencyPlan {
+    var warmup: Int
+    var iterations: Int
+    var maxSeconds: Double
+    /// Warm-up also stops after this long, whatever its count.
+    var maxWarmupSeconds: Double
+}
+
+/// How much a bandwidth measurement moves: `operations` messages of
+/// `messageBytes`, `window` of them in flight, after `warmup` untimed ones;
+/// cut short after `maxSeconds`.
+struct BandwidthPlan {
+    var messageBytes: Int
+    var window: Int
+    var warmup: Int
+    var operations: Int
+    var maxSeconds: Double
+    var maxWarmupSeconds: Double
+}
+
+enum SluiceMeasurements {
+    /// Receive slots are 64 bytes apart from the start of the buffer; the
+    /// send slot sits on the page after them.
+    private static let recvSlots = 16
+    private static let slotBytes = 64
+    private static let sendOffset = 4096
+    private static let sendTag = UInt64.max
+
+    /// Round trip of an 8-byte SEND between two RC QPs in two sessions of
+    /// the same tenant. Ping sends and waits for the reply; pong waits for a
+    /// message and sends it back. Both busy-poll their CQ. Every payload is
+    /// checked, so a data path that completes without delivering fails.
+    /// Returns the summary and whether the SENDs went inline.
+    static func sendPingPong(socket: String, plan: LatencyPlan, yieldWhenIdle: Bool) throws -> (LatencySummary, inline: Bool) {
+        let shape = VerbsEndpoint.Shape(bufferBytes: 2 * 4096, recvDepth: UInt32(recvSlots))
+        var opened: [VerbsEndpoint] = []
+        // On failure, end the sessions now rather than at exit, so the
+        // router does not keep polling their queues during later runs.
+        defer { for e in opened { try? e.release() } }
+        let ping = try VerbsEndpoint(socket: socket, shape: shape, psn: 0x1000)
+        opened.append(ping)
+        let pong = try VerbsEndpoint(socket: socket, shape: shape, psn: 0x2000)
+        opened.append(pong)
+        try ping.connect(to: pong.endpoint(), access: IBV_ACCESS_LOCAL_WRITE.rawValue)
+        try pong.connect(to: ping.endpoint(), access: IBV_ACCESS_LOCAL_WRITE.rawValue)
+        let inline = ping.maxInline >= 8 && pong.maxInline >= 8
+        let pingWR = WorkRequests(ping)
+        let pongWR = WorkRequests(pong)
+        // Receives are posted before any SEND can arrive, so no SEND ever
+        // meets an empty receive queue (that would be an RNR wait, not latency).
+        for slot in 0..<recvSlots {
+            try pingWR.postRecv(wrID: UInt64(slot), offset: slot * slotBytes, length: UInt32(slotBytes))
+            try pongWR.postRecv(wrID: UInt64(slot), offset: slot * slotBytes, length: UInt32(slotBytes))
+        }
+
+        let samples = try runPair(passive: { control in
+            try echo(pong, pongWR, inline: inline, yieldWhenIdle: yieldWhenIdle, control: control)
+        }, active: { control in
+            try pingLoop(ping, pingWR, inline: inline, plan: plan, yieldWhenIdle: yieldWhenIdle, control: control)
+        })
+        try ping.release()
+        try pong.release()
+        return (LatencySummary(nanos: samples), inline)
+    }
+
+    private static func pingLoop(_ ep: VerbsEndpoint, _ wr: WorkRequests, inline: Bool, plan: LatencyPlan,
+                                 yieldWhenIdle: Bool, control: RunControl) throws -> [UInt64] {
+        var samples = [UInt64]()
+        samples.reserveCapacity(plan.iterations)
+        var watch = StallWatch(control: control)
+        let sendSlot = ep.buffer + sendOffset
+        let limit = UInt64(plan.maxSeconds * 1e9)
+        let warmupLimit = UInt64(plan.maxWarmupSeconds * 1e9)
+        let warmupStart = monotonicNanos()
+        var timedStart: UInt64 = 0
+        var warming = plan.warmup > 0
+        var i = 0
+        while samples.count < plan.iterations {
+            if warming && (i >= plan.warmup || monotonicNanos() &- warmupStart > warmupLimit) { warming = false }
+            if !warming && timedStart == 0 { timedStart = monotonicNanos() }
+            sendSlot.storeBytes(of: UInt64(i), as: UInt64.self)
+            let t0 = monotonicNanos()
+            try wr.postSend(wrID: sendTag, opcode: IBV_WR_SEND, offset: sendOffset, length: 8, inline: inline)
+            var replySlot = -1
+            while replySlot < 0 {
+                let n = try wr.poll()
+                if n == 0 {
+                    try watch.idle(waitingFor: "the reply to ping \(i) (ibv_poll_cq on the ping side)")
+                    if yieldWhenIdle { sched_yield() }
+                    continue
+                }
+                for k in 0..<n where wr.completions[k].opcode == IBV_WC_RECV {
+                    replySlot = Int(wr.completions[k].wr_id)
+                }
+            }
+            let t1 = monotonicNanos()
+            watch.progressed()
+            let got = ep.buffer.load(fromByteOffset: replySlot * slotBytes, as: UInt64.self)
+            guard got == UInt64(i) else {
+                throw BenchFailure("ping \(i): the reply carried \(got); the data path delivered the wrong bytes")
+            }
+            try wr.postRecv(wrID: UInt64(replySlot), offset: replySlot * slotBytes, length: UInt32(slotBytes))
+            i += 1
+            if !warming {
+                samples.append(t1 &- t0)
+                if t1 &- timedStart > limit { break }
+            }
+        }
+        return samples
+    }
+
+    /// The pong side: every message received is sent straight back.
+    private static func echo(_ ep: VerbsEndpoint, _ wr: WorkRequests, inline: Bool, yieldWhenIdle: Bool,
+                             control: RunControl) throws {
+        var watch = StallWatch(control: control)
+        let sendSlot = ep.buffer + sendOffset
+        while !control.isFinished {
+            let n = try wr.poll()
+            if n == 0 {
+                try watch.idle(waitingFor: "a ping (ibv_poll_cq on the pong side)")
+                if yieldWhenIdle { sched_yield() }
+                continue
+            }
+            watch.progressed()
+            for k in 0..<n where wr.completions[k].opcode == IBV_WC_RECV {
+                let slot = Int(wr.completions[k].wr_id)
+                let value = ep.buffer.load(fromByteOffset: slot * slotBytes, as: UInt64.self)
+                sendSlot.storeBytes(of: value, as: UInt64.self)
+                try wr.postRecv(wrID: UInt64(slot), offset: slot * slotBytes, length: UInt32(slotBytes))
+                try wr.postSend(wrID: sendTag, opcode: IBV_WR_SEND, offset: sendOffset, length: 8, inline: inline)
+            }
+        }
+    }
+
+    /// RDMA WRITE bandwidth on one RC QP: `window` signaled writes in
+    /// flight, each into its own slot of the peer's region. One thread
+    /// drives it; the target side is passive, as RDMA WRITE needs no
+    /// receiver. At the end the target must hold what the source holds.
+    static func writeBandwidth(socket: String, plan: BandwidthPlan) throws -> Throughput {
+        let span = plan.messageBytes * plan.window
+        var opened: [VerbsEndpoint] = []
+        defer { for e in opened { try? e.release() } }
+        let writer = try VerbsEndpoint(socket: socket, shape: .init(bufferBytes: span, recvDepth: 1), psn: 0x3000)
+        opened.append(writer)
+        let target = try VerbsEndpoint(
+            socket: socket,
+            shape: .init(bufferBytes: span,
+                         mrAccess: IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue,
+                         recvDepth: 1),
+            psn: 0x4000)
+        opened.append(target)
+        try writer.connect(to: target.endpoint(), access: IBV_ACCESS_LOCAL_WRITE.rawValue)
+        try target.connect(to: writer.endpoint(),
+                           access: IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue)
+        fillPattern(writer.buffer, span)
+        let wr = WorkRequests(writer)
+        let remote = target.endpoint()
+
+        _ = try writeRun(wr, remote, plan, operations: plan.warmup, maxNanos: UInt64(plan.maxWarmupSeconds * 1e9))
+        let timed = try writeRun(wr, remote, plan, operations: plan.operations, maxNanos: UInt64(plan.maxSeconds * 1e9))
+
+        if memcmp(writer.buffer, target.buffer, span) != 0 {
+            throw BenchFailure("every RDMA WRITE completed successfully, but the target region does not hold the written bytes")
+        }
+        try writer.release()
+        try target.release()
+        return timed
+    }
+
+    private static func writeRun(_ wr: WorkRequests, _ remote: RemoteEndpoint, _ plan: BandwidthPlan,
+                                 operations: Int, maxNanos: UInt64) throws -> Throughput {
+        var watch = StallWatch()
+        var posted = 0, completed = 0, target = operations
+        let start = monotonicNanos()
+        while completed < target {
+            while posted < target && posted - completed < plan.window {
+                let offset = (posted % plan.window) * plan.messageBytes
+                try wr.postSend(wrID: UInt64(posted), opcode: IBV_WR_RDMA_WRITE, offset: offset,
+                                length: UInt32(plan.messageBytes),
+                                remoteAddress: remote.address + UInt64(offset), rkey: remote.rkey)
+                posted += 1
+            }
+            let n = try wr.poll()
+            if n == 0 {
+                try watch.idle(waitingFor: "RDMA WRITE completions (\(completed) of \(posted) posted)")
+                continue
+            }
+            watch.progressed()
+            completed += n
+            // Out of time: stop posting and drain what is in flight.
+            if target > posted && monotonicNanos() &- start > maxNanos { target = posted }
+        }
+        return Throughput(operations: completed, bytes: completed * plan.messageBytes, nanos: monotonicNanos() &- start)
+    }
+}
+
+/// A byte pattern that differs per slot, so a write into the wrong slot
+/// shows up in the final comparison.
+func fillPattern(_ p: UnsafeMutableRawPointer, _ count: Int) {
+    var x: UInt64 = 0x9e37_79b9_7f4a_7c15
+    for i in stride(from: 0, to: count - 7, by: 8) {
+        x ^= x << 13
+        x ^= x >> 7
+        x ^= x << 17
+        p.storeBytes(of: x, toByteOffset: i, as: UInt64.self)
+    }
+}

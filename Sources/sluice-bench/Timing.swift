@@ -1,0 +1,157 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the one clock every
+/// figure in this benchmark is read from.
+@inline(__always)
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// Percentiles (nearest rank) and mean of round-trip samples, in µs.
+struct LatencySummary {
+    let samples: Int
+    let p50: Double
+    let p99: Double
+    let mean: Double
+
+    init(nanos: [UInt64]) {
+        precondition(!nanos.isEmpty, "a latency run produced no samples")
+        let sorted = nanos.sorted()
+        func rank(_ p: Double) -> Double {
+            let i = max(0, min(sorted.count - 1, Int((p * Double(sorted.count)).rounded(.up)) - 1))
+            return Double(sorted[i]) / 1000
+        }
+        samples = sorted.count
+        p50 = rank(0.50)
+        p99 = rank(0.99)
+        mean = Double(sorted.reduce(0, &+)) / Double(sorted.count) / 1000
+    }
+}
+
+/// Bytes moved in a measured interval.
+struct Throughput {
+    let operations: Int
+    let bytes: Int
+    let nanos: UInt64
+
+    var gigabytesPerSecond: Double { Double(bytes) / Double(max(nanos, 1)) }
+    var operationsPerSecond: Double { Double(operations) * 1e9 / Double(max(nanos, 1)) }
+}
+
+/// Shared between the two threads of one measurement: `finish` tells the
+/// passive side the run is over; `abort` tells it the other side failed, so
+/// nobody busy-polls for a completion that will never come.
+final class RunControl {
+    private let finished = Atomic<Bool>(false)
+    private let aborted = Atomic<Bool>(false)
+
+    func finish() { finished.store(true, ordering: .releasing) }
+    func abort() { aborted.store(true, ordering: .releasing) }
+    var isFinished: Bool { finished.load(ordering: .acquiring) }
+    var isAborted: Bool { aborted.load(ordering: .acquiring) }
+}
+
+struct AbortedByPeer: Error, CustomStringConvertible {
+    var description: String { "stopped because the other thread of this measurement failed" }
+}
+
+/// Turns a hang into an error: a busy-poll loop that sees no progress for
+/// `limit` reports which wait stalled. This guards against a broken data
+/// path; it is not a performance threshold.
+struct StallWatch {
+    private var spins: UInt32 = 0
+    private var lastProgress = monotonicNanos()
+    let limit: UInt64
+    let control: RunControl?
+
+    init(limitSeconds: UInt64 = 10, control: RunControl? = nil) {
+        limit = limitSeconds * 1_000_000_000
+        self.control = control
+    }
+
+    @inline(__always)
+    mutating func progressed() {
+        spins = 0
+        lastProgress = monotonicNanos()
+    }
+
+    /// Call on every empty poll.
+    @inline(__always)
+    mutating func idle(waitingFor what: @autoclosure () -> String) throws {
+        spins &+= 1
+        guard spins & 1023 == 0 else { return }
+        if let c = control, c.isAborted { throw AbortedByPeer() }
+        if monotonicNanos() &- lastProgress > limit {
+            throw BenchFailure("no progress for \(limit / 1_000_000_000) s while waiting for \(what())")
+        }
+    }
+}
+
+/// A joinable POSIX thread whose body may throw; `join` rethrows.
+final class BenchThread {
+    private final class Body {
+        let run: () throws -> Void
+        var error: Error?
+        init(_ run: @escaping () throws -> Void) { self.run = run }
+    }
+
+    private var thread = pthread_t()
+    private let body: Body
+
+    init(_ run: @escaping () throws -> Void) throws {
+        body = Body(run)
+        let arg = Unmanaged.passRetained(body).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            let b = Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue()
+            do { try b.run() } catch { b.error = error }
+            return nil
+        }, arg)
+        if rc != 0 {
+            Unmanaged<Body>.fromOpaque(arg).release()
+            throw SystemCallError("pthread_create", rc)
+        }
+    }
+
+    /// Waits for the thread; the join orders its writes before our reads.
+    func join() throws {
+        let rc = pthread_join(thread, nil)
+        if rc != 0 { throw SystemCallError("pthread_join", rc) }
+        if let e = body.error { throw e }
+    }
+}
+
+/// Runs `passive` on a second thread and `active` on this one: two threads
+/// in total. If either fails, the other is told to stop, and the error that
+/// caused it (not the other side's "aborted") is thrown after both are done.
+func runPair<T>(passive: @escaping (RunControl) throws -> Void,
+                active: (RunControl) throws -> T) throws -> T {
+    let control = RunControl()
+    let other = try BenchThread {
+        do {
+            try passive(control)
+        } catch {
+            control.abort()
+            throw error
+        }
+    }
+    let result: T
+    do {
+        result = try active(control)
+    } catch {
+        control.abort()
+        do {
+            try other.join()
+        } catch let cause where !(cause is AbortedByPeer) {
+            throw cause
+        } catch {}
+        throw error
+    }
+    control.finish()
+    try other.join()
+    return result
+}
