@@ -26,8 +26,10 @@ struct SluiceRouterCommand: ParsableCommand {
     @Option(name: .customLong("audit-log"), help: ArgumentHelp("Event log file (JSON Lines, appended). Default: <runtime-dir>/audit.log.", valueName: "file"))
     var auditLog: String?
 
-    @Option(name: .customLong("spin-us"), help: ArgumentHelp("Microseconds the data-path poller spins without work before it sleeps.", valueName: "us"))
-    var spinMicros: UInt64 = 50
+    @Option(name: .customLong("spin-us"), help: ArgumentHelp(
+        "Microseconds the data-path poller spins without work before it sleeps. Raise it when the router has a core to itself; keep it short when tenants busy-poll on every core.",
+        valueName: "us"))
+    var spinMicros: UInt64 = 10
 
     func run() throws {
         let tenants: [TenantDefinition]

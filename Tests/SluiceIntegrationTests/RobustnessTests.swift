@@ -158,7 +158,11 @@ final class RobustnessTests: XCTestCase {
         let s = try RawSession(socket: strict.socket("gamma"))
         var req = sluice_open_req()
         req.abi_version = SLUICE_WIRE_VERSION
-        XCTAssertNil(s.request(req, opcode: SLUICE_OP_OPEN.rawValue), "the router must close an unadmitted peer's socket")
+        let a = try XCTUnwrap(s.request(req, opcode: SLUICE_OP_OPEN.rawValue), "a refused peer gets an answer")
+        XCTAssertEqual(a.status, EACCES)
+        XCTAssertTrue(a.reason.contains("not admitted"), a.reason)
+        XCTAssertTrue(a.fds.isEmpty)
+        XCTAssertNil(s.request(req, opcode: SLUICE_OP_OPEN.rawValue), "and then the socket is closed")
         let refused = strict.auditRecords().filter { ($0["event"] as? String) == "session.refused" }
         XCTAssertEqual(refused.count, 1)
         XCTAssertTrue((refused.first?["reason"] as? String ?? "").contains("not admitted"))
