@@ -48,7 +48,7 @@ build: deps lib
 
 test: deps lib
 	$(SWIFT) build --build-tests
-	SLUICE_VERBS_LIB=$(abspath $(VERBS_LIB)) $(SWIFT) test --skip-build
+	SLUICE_VERBS_LIB=$(abspath $(VERBS_LIB)) $(SWIFT) test --skip-build --disable-swift-testing
 
 demo: build
 	SLUICE_VERBS_LIB=$(abspath $(VERBS_LIB)) scripts/demo.sh
