@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Wire messages and shared-memory ring layouts, one C header for both sides.
@@ -23,11 +24,16 @@ let package = Package(
             dependencies: ["SluiceWire"],
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"])]
         ),
+        // Tenant policies: model, strict YAML loading, decisions. Pure: no I/O
+        // in decisions, no dependency on the router.
+        .target(name: "SluicePolicy", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // The tamper-evident audit log: writer, reader, verifier.
+        .target(name: "SluiceAudit", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         // C shims for the router's system calls (SCM_RIGHTS, SO_PEERCRED, fcntl).
         .target(name: "CSluiceSys"),
         .target(
             name: "SluiceRouter",
-            dependencies: ["SluiceWire", "CSluiceSys", .product(name: "Yams", package: "Yams")]
+            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", "SluiceAudit", .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "sluice-router",
@@ -35,13 +41,16 @@ let package = Package(
         ),
         .executableTarget(
             name: "sluice",
-            dependencies: ["SluiceRouter", "SluiceWire", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SluiceRouter", "SluiceWire", "SluicePolicy", "SluiceAudit",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // `make bench`: Sluice beside baselines measured in the same run.
         .executableTarget(
             name: "sluice-bench",
             dependencies: ["SluiceVerbs", "SluiceRouter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        .testTarget(name: "SluicePolicyTests", dependencies: ["SluicePolicy"], resources: [.copy("Corpus")]),
+        .testTarget(name: "SluiceAuditTests", dependencies: ["SluiceAudit"]),
         .testTarget(name: "SluiceRouterTests", dependencies: ["SluiceRouter", "SluiceWire"]),
         .testTarget(name: "SluiceIntegrationTests", dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter", "CSluiceSys"]),
     ],

@@ -5,87 +5,9 @@ import SluiceRouter
 struct Sluice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
-        abstract: "Operator tool for Sluice: router status and policy checks.",
-        subcommands: [Status.self, Policy.self]
+        abstract: "Operator tool for Sluice: router status, policy checks, audit review.",
+        subcommands: [Status.self, Policy.self, Audit.self]
     )
-}
-
-struct Status: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Show what a running router holds: sessions, objects per tenant, fds and mappings.")
-
-    @Option(name: .customLong("runtime-dir"), help: ArgumentHelp("The router's runtime directory.", valueName: "dir"))
-    var runtimeDir = "/run/sluice"
-
-    @Flag(help: "Print the router's JSON as it is.")
-    var json = false
-
-    func run() throws {
-        let data: [UInt8]
-        do {
-            data = try OperatorClient.status(socketPath: runtimeDir + "/control.sock")
-        } catch {
-            FileHandle.standardError.write("sluice: cannot query the router at \(runtimeDir)/control.sock: \(error)\n".data(using: .utf8)!)
-            throw ExitCode(1)
-        }
-        if json {
-            print(String(decoding: data, as: UTF8.self))
-            return
-        }
-        guard let obj = try JSONSerialization.jsonObject(with: Data(data)) as? [String: Any] else {
-            throw ValidationError("the router's answer is not a JSON object")
-        }
-        print("sessions: \(obj["sessions"] ?? 0)   fds: \(obj["fds"] ?? 0)   mappings: \(obj["mappings"] ?? 0) (\(obj["mappedBytes"] ?? 0) bytes)")
-        if let tenants = obj["tenants"] as? [String: [String: Int]] {
-            let cols = ["sessions", "pd", "mr", "cq", "qp", "channel"]
-            print("tenant".padding(toLength: 16, withPad: " ", startingAt: 0) + cols.map { $0.padding(toLength: 9, withPad: " ", startingAt: 0) }.joined())
-            for name in tenants.keys.sorted() {
-                let row = tenants[name]!
-                print(name.padding(toLength: 16, withPad: " ", startingAt: 0)
-                      + cols.map { String(row[$0] ?? 0).padding(toLength: 9, withPad: " ", startingAt: 0) }.joined())
-            }
-        }
-    }
-}
-
-struct Policy: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Check tenant policy files.",
-        subcommands: [Lint.self])
-
-    struct Lint: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Validate policy files or a directory of them; print file:line:column for each error.")
-
-        @Argument(help: ArgumentHelp("Policy files (*.yaml) or directories.", valueName: "path"))
-        var paths: [String]
-
-        func run() throws {
-            var failed = false
-            for path in paths {
-                var isDir: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-                    print("\(path): no such file or directory")
-                    failed = true
-                    continue
-                }
-                do {
-                    if isDir.boolValue {
-                        let tenants = try TenantLoader.loadDirectory(path)
-                        for t in tenants { print("\(t.source): ok (tenant \(t.name))") }
-                    } else {
-                        let text = try String(contentsOfFile: path, encoding: .utf8)
-                        let t = try TenantLoader.parse(text, file: path)
-                        print("\(path): ok (tenant \(t.name))")
-                    }
-                } catch let e as PolicyFileError {
-                    print(e.description)
-                    failed = true
-                }
-            }
-            if failed { throw ExitCode(1) }
-        }
-    }
 }
 
 Sluice.main()

@@ -1,0 +1,2 @@
+// Placeholder until the audit library lands.
+enum SluiceAuditPlaceholder {}

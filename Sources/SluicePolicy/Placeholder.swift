@@ -1,0 +1,2 @@
+// Placeholder until the policy library lands.
+enum SluicePolicyPlaceholder {}

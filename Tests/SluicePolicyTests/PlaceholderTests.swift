@@ -1,0 +1,2 @@
+import XCTest
+final class PolicyPlaceholderTests: XCTestCase { func testPlaceholder() {} }
