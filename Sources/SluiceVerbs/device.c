@@ -271,14 +271,15 @@ int sluice_query_port(struct ibv_context *context, uint8_t port_num,
 	return 0;
 }
 
-/* The exported symbol, for binaries built before the macro existed: their
- * struct ends at link_layer, so nothing past it is written. The parentheses
- * keep verbs.h's function-like macro from expanding the name. */
+/* The exported symbol: what callers that cannot use the macro reach (old
+ * binaries, and Swift, which imports no function-like macros). Like
+ * libibverbs, it fills the whole current struct; the parentheses keep
+ * verbs.h's macro from expanding the name. */
 SLUICE_EXPORT int (ibv_query_port)(struct ibv_context *context, uint8_t port_num,
 				   struct _compat_ibv_port_attr *port_attr)
 {
 	return sluice_query_port(context, port_num, (struct ibv_port_attr *)port_attr,
-				 offsetof(struct ibv_port_attr, flags));
+				 sizeof(struct ibv_port_attr));
 }
 
 SLUICE_EXPORT int ibv_query_gid(struct ibv_context *context, uint8_t port_num,
