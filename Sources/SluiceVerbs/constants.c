@@ -3,6 +3,7 @@
  * needs no verbs.h; the library passes them through untranslated, which is
  * only right while they are equal. Checked here, at compile time.
  */
+#define _GNU_SOURCE
 #include "internal.h"
 
 /* Compared as integers: the two sides are different enum types. */

@@ -9,6 +9,12 @@
 #ifndef SLUICE_VERBS_INTERNAL_H
 #define SLUICE_VERBS_INTERNAL_H
 
+/* memfd_create, eventfd, spinlocks, MSG_CMSG_CLOEXEC: every .c file defines
+ * _GNU_SOURCE before its first include, so -std=c11 builds too. */
+#ifndef _GNU_SOURCE
+#error "define _GNU_SOURCE before including any header"
+#endif
+
 #include <infiniband/verbs.h>
 #include <pthread.h>
 #include <stddef.h>

@@ -10,6 +10,7 @@
  * those. A NULL extended op makes its wrapper return EOPNOTSUPP, which is
  * the answer for everything Sluice does not implement.
  */
+#define _GNU_SOURCE
 #include "internal.h"
 
 /* The subset of rdma-core's verbs_context_ops this library provides. */

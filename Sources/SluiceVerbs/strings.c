@@ -6,6 +6,7 @@
  * are libibverbs' own (rdma-core 44), so output is identical with or
  * without Sluice.
  */
+#define _GNU_SOURCE
 #include "internal.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))

@@ -8,6 +8,7 @@
  * reason: Sluice supports RC queue pairs only, with no SRQ, AH, multicast,
  * memory window, ECE, import/export or resize.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 
 #include "internal.h"
