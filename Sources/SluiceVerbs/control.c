@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,9 @@ int sluice_session_open(struct sluice_context *sctx, const char *path)
 		sctx->vctx.context.cmd_fd = -1;
 		return err;
 	}
+	/* A full doorbell means the router is waking anyway; it must never
+	 * block ibv_post_send, whatever mode the router handed it over in. */
+	fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
 	sctx->session = page;
 	sctx->doorbell_fd = fds[1];
 	sctx->info.tenant[sizeof(sctx->info.tenant) - 1] = '\0';

@@ -2,17 +2,22 @@
  * cq.c — completion channels, completion queues and completion events.
  *
  * A CQ is a ring in a memfd the router creates; the router produces, the
- * library consumes (datapath.c). A completion channel is an EFD_SEMAPHORE
- * eventfd the library creates and lends to the router: when an armed CQ gets
+ * library consumes (datapath.c). A completion channel is the read end of a
+ * pipe the router creates and keeps the write end of: when an armed CQ gets
  * a completion the router increments that CQ's shared `events` counter, then
- * writes 1 to the channel. Each read of the eventfd therefore stands for one
- * event of some CQ whose counter is ahead of what the library handed out.
+ * writes one byte to the pipe. Each byte read therefore stands for one event
+ * of some CQ whose counter is ahead of what the library handed out.
+ *
+ * Why the router makes the fd, and a pipe: sluice_wire.h first had the
+ * library lend an eventfd. An eventfd passed over SCM_RIGHTS shares its open
+ * file description, so a tenant could clear O_NONBLOCK and saturate the
+ * counter, and the router's next write would block its only thread. With a
+ * pipe, the router's write end is a description no tenant holds.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -32,18 +37,11 @@ SLUICE_EXPORT struct ibv_comp_channel *ibv_create_comp_channel(struct ibv_contex
 		errno = ENOMEM;
 		return NULL;
 	}
-	fd = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
-	if (fd < 0) {
-		err = errno;
-		goto fail;
-	}
+	/* The reply carries the channel's fd: the pipe's read end. */
 	err = sluice_call(to_sctx(context), SLUICE_OP_CREATE_COMP_CHANNEL,
-			  &req, sizeof(req), fd,
-			  &rep, sizeof(rep), NULL, 0);
-	if (err) {
-		close(fd);
+			  &req, sizeof(req), -1, &rep, sizeof(rep), &fd, 1);
+	if (err)
 		goto fail;
-	}
 	pthread_mutex_init(&sch->lock, NULL);
 	sch->handle = rep.handle;
 	sch->ibv_chan.context = context;
@@ -215,7 +213,7 @@ SLUICE_EXPORT int ibv_get_cq_event(struct ibv_comp_channel *channel,
 
 	for (;;) {
 		struct sluice_cq *found = NULL;
-		uint64_t token;
+		char token;
 		ssize_t n;
 
 		/* Blocks unless the application made the fd non-blocking, in
@@ -223,6 +221,8 @@ SLUICE_EXPORT int ibv_get_cq_event(struct ibv_comp_channel *channel,
 		n = read(channel->fd, &token, sizeof(token));
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n == 0)
+			errno = EIO;      /* the router closed the channel: session gone */
 		if (n != sizeof(token))
 			return -1;
 

@@ -31,7 +31,8 @@ void sluice_ring_doorbell(struct sluice_session_page *session, int doorbell_fd)
 	do {
 		n = write(doorbell_fd, &one, sizeof(one));
 	} while (n < 0 && errno == EINTR);
-	/* EAGAIN: the counter is saturated, so the router is waking anyway. */
+	/* EAGAIN: the doorbell is full (it is non-blocking, see
+	 * sluice_session_open), so the router is waking anyway. */
 }
 
 /* --- send queue ------------------------------------------------------------ */

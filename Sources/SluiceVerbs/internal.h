@@ -49,7 +49,7 @@ struct sluice_context {
 	struct sluice_device *dev;
 	pthread_mutex_t ctl_lock;      /* one control request outstanding */
 	uint32_t seq;                  /* under ctl_lock */
-	int doorbell_fd;               /* router's eventfd: write 8 bytes to wake it */
+	int doorbell_fd;               /* write 8 bytes to wake the router (pipe or eventfd) */
 	struct sluice_session_page *session; /* router_asleep lives here */
 	struct sluice_open_rep info;   /* limits, LID, GID from the OPEN reply */
 	__be64 guid;
