@@ -12,27 +12,57 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-void sluice_ring_doorbell(struct sluice_session_page *session, int doorbell_fd)
+/* Writes one doorbell token. A pipe whose reader (the router) is gone would
+ * raise SIGPIPE and kill an application that merely posted work; block it
+ * around the write and swallow the one this write caused, leaving any
+ * SIGPIPE that was already pending alone. Only the sleeping-router path
+ * pays for this, never the steady state. */
+static void write_doorbell(int fd, int is_pipe)
 {
 	static const uint64_t one = 1;
+	sigset_t sigpipe, saved, pending;
+	int was_pending = 0;
 	ssize_t n;
 
+	if (is_pipe) {
+		sigemptyset(&sigpipe);
+		sigaddset(&sigpipe, SIGPIPE);
+		pthread_sigmask(SIG_BLOCK, &sigpipe, &saved);
+		if (sigpending(&pending) == 0)
+			was_pending = sigismember(&pending, SIGPIPE) == 1;
+	}
+	do {
+		n = write(fd, &one, sizeof(one));
+	} while (n < 0 && errno == EINTR);
+	/* EAGAIN: the doorbell is full (it is non-blocking, see
+	 * sluice_session_open), so the router is waking anyway. EPIPE: the
+	 * router is gone; the next control verb reports EIO. */
+	if (is_pipe) {
+		if (n < 0 && errno == EPIPE && !was_pending) {
+			const struct timespec now = { 0, 0 };
+
+			while (sigtimedwait(&sigpipe, NULL, &now) < 0 && errno == EINTR)
+				;
+		}
+		pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	}
+}
+
+void sluice_ring_doorbell(struct sluice_context *sctx)
+{
 	/* Pairs with the router storing router_asleep = 1 and then checking the
 	 * rings once more before it sleeps: either it sees our new index, or we
 	 * see its flag. */
 	sluice_fence();
-	if (!sluice_load_relaxed(&session->router_asleep))
-		return;
-	do {
-		n = write(doorbell_fd, &one, sizeof(one));
-	} while (n < 0 && errno == EINTR);
-	/* EAGAIN: the doorbell is full (it is non-blocking, see
-	 * sluice_session_open), so the router is waking anyway. */
+	if (sluice_load_relaxed(&sctx->session->router_asleep))
+		write_doorbell(sctx->doorbell_fd, sctx->doorbell_is_pipe);
 }
 
 /* --- send queue ------------------------------------------------------------ */
@@ -145,9 +175,7 @@ int sluice_post_send(struct ibv_qp *qp, struct ibv_send_wr *wr, struct ibv_send_
 	if (err)
 		*bad_wr = wr;
 	if (prod != start) {
-		struct sluice_context *sctx = to_sctx(qp->context);
-
-		sluice_ring_doorbell(sctx->session, sctx->doorbell_fd);
+		sluice_ring_doorbell(to_sctx(qp->context));
 	}
 	return err;
 }
@@ -197,9 +225,7 @@ int sluice_post_recv(struct ibv_qp *qp, struct ibv_recv_wr *wr, struct ibv_recv_
 	if (err)
 		*bad_wr = wr;
 	if (prod != start) {
-		struct sluice_context *sctx = to_sctx(qp->context);
-
-		sluice_ring_doorbell(sctx->session, sctx->doorbell_fd);
+		sluice_ring_doorbell(to_sctx(qp->context));
 	}
 	return err;
 }

@@ -50,6 +50,7 @@ struct sluice_context {
 	pthread_mutex_t ctl_lock;      /* one control request outstanding */
 	uint32_t seq;                  /* under ctl_lock */
 	int doorbell_fd;               /* write 8 bytes to wake the router (pipe or eventfd) */
+	int doorbell_is_pipe;          /* writes to it can raise SIGPIPE */
 	struct sluice_session_page *session; /* router_asleep lives here */
 	struct sluice_open_rep info;   /* limits, LID, GID from the OPEN reply */
 	__be64 guid;
@@ -191,6 +192,6 @@ int sluice_dealloc_mw(struct ibv_mw *mw);
 void sluice_set_ops(struct verbs_context *vctx);
 
 /* Rings the router's doorbell if it said it is asleep (datapath.c). */
-void sluice_ring_doorbell(struct sluice_session_page *session, int doorbell_fd);
+void sluice_ring_doorbell(struct sluice_context *sctx);
 
 #endif /* SLUICE_VERBS_INTERNAL_H */
