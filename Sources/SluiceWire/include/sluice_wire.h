@@ -65,7 +65,7 @@ enum sluice_opcode {
 	SLUICE_OP_REG_MR = 4,          /* carries 1 fd: the sealed memfd */
 	SLUICE_OP_DEREG_MR = 5,
 	SLUICE_OP_REMAP_MR = 6,        /* carries 1 fd: a new backing for an MR */
-	SLUICE_OP_CREATE_COMP_CHANNEL = 7, /* carries 1 fd: an eventfd (EFD_SEMAPHORE) */
+	SLUICE_OP_CREATE_COMP_CHANNEL = 7, /* reply carries 1 fd: a pipe's read end */
 	SLUICE_OP_DESTROY_COMP_CHANNEL = 8,
 	SLUICE_OP_CREATE_CQ = 9,       /* reply carries 1 fd: the CQ ring memfd */
 	SLUICE_OP_DESTROY_CQ = 10,
@@ -87,8 +87,10 @@ struct sluice_open_req {
 	uint32_t reserved;
 };
 /* Reply carries 2 fds, in this order: the session page memfd (map it
- * SLUICE_SESSION_PAGE_SIZE bytes, shared, read-write) and the router's
- * doorbell eventfd for this session (write 8 bytes to wake the router). */
+ * SLUICE_SESSION_PAGE_SIZE bytes, shared, read-write) and the write end of
+ * this session's doorbell pipe (write any bytes to wake the router). Pipes,
+ * not eventfds: each end is its own open file description, so the tenant
+ * cannot clear O_NONBLOCK on the end the router keeps and block it. */
 struct sluice_open_rep {
 	struct sluice_reply_hdr rep;
 	uint8_t gid[16];               /* GID index 0: ::ffff:<virtual IPv4> */
@@ -298,7 +300,7 @@ struct sluice_ring_ctrl {
 struct sluice_session_page {
 	/* Router writes 1 before it sleeps, 0 when it wakes. After publishing
 	 * work, the library issues a full fence and, if this reads 1, writes to
-	 * the doorbell eventfd. */
+	 * the doorbell pipe. */
 	uint32_t router_asleep;
 	uint8_t pad[SLUICE_CACHELINE - 4];
 };
@@ -365,7 +367,8 @@ struct sluice_cq_shared {
 	struct sluice_ring_ctrl ring;  /* prod: router, cons: library */
 	/* Library stores 1 (next completion) or 2 (next solicited completion) to
 	 * request one notification; router atomically takes it back to 0 when it
-	 * fires, increments `events`, then writes 1 to the channel's eventfd. */
+	 * fires, increments `events`, then writes one byte to the channel's
+	 * pipe (CREATE_COMP_CHANNEL's fd): one byte per event. */
 	uint32_t armed;
 	uint8_t pad0[SLUICE_CACHELINE - 4];
 	uint32_t events;               /* router-written, monotonically increasing */
