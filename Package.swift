@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "CSluiceSys"),
         .target(
             name: "SluiceRouter",
-            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", "SluiceAudit", .product(name: "Yams", package: "Yams")]
+            dependencies: ["SluiceWire", "CSluiceSys", .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "sluice-router",

@@ -134,6 +134,11 @@ int sluice_memfd_sealed(const char *name, uint64_t size)
 	return fd;
 }
 
+int sluice_dgram_pair(int fds[2])
+{
+	return socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds);
+}
+
 int sluice_pipe(int fds[2], int nonblock_read, int nonblock_write)
 {
 	if (pipe2(fds, O_CLOEXEC) < 0)

@@ -16,9 +16,10 @@ final class Session {
     let lid: UInt16
     let ipv4: UInt32
     /// Shared page (router_asleep flag) and the doorbell the library rings.
-    /// The doorbell is a pipe: the tenant gets the write end, the router
-    /// keeps the read end, a file description of its own whose O_NONBLOCK
-    /// the tenant cannot take away (an eventfd would be shared).
+    /// The doorbell is a datagram socket pair: the tenant gets one end, the
+    /// router keeps the other, a file description of its own whose
+    /// O_NONBLOCK the tenant cannot take away (an eventfd would be shared);
+    /// the library sends with MSG_NOSIGNAL, so a dead router raises no SIGPIPE.
     let page: SharedMapping
     var pageFD: Int32
     let doorbellRead: Int32
@@ -49,7 +50,7 @@ final class Session {
         pageFD = try Sys.memfdCreate("sluice-session", size: Int(SLUICE_SESSION_PAGE_SIZE))
         do {
             page = try SharedMapping(fd: pageFD, length: Int(SLUICE_SESSION_PAGE_SIZE))
-            (doorbellRead, doorbellWrite) = try Sys.pipe(nonblockingRead: true, nonblockingWrite: true)
+            (doorbellRead, doorbellWrite) = try Sys.datagramPair()
         } catch {
             Sys.close(pageFD)
             throw error

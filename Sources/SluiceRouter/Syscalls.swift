@@ -62,6 +62,13 @@ enum Sys {
         return (fds[0], fds[1])
     }
 
+    /// A datagram socket pair, both ends non-blocking: (router's end, tenant's end).
+    static func datagramPair() throws -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        _ = try retrying("socketpair") { sluice_dgram_pair(&fds) }
+        return (fds[0], fds[1])
+    }
+
     /// Writes one event byte; a full pipe (EAGAIN) means the reader already
     /// has more wake-ups than it has consumed.
     static func signalByte(_ fd: Int32) {
@@ -69,7 +76,7 @@ enum Sys {
         while Glibc.write(fd, &one, 1) < 0 && Glibc.errno == EINTR {}
     }
 
-    /// Empties a non-blocking pipe read end.
+    /// Empties a non-blocking pipe read end or datagram socket.
     static func drain(_ fd: Int32) {
         var buf = [UInt8](repeating: 0, count: 512)
         while true {

@@ -226,7 +226,6 @@ static int connect_socket(const char *path)
 int sluice_session_open(struct sluice_context *sctx, const char *path)
 {
 	struct sluice_open_req req = { .abi_version = SLUICE_WIRE_VERSION };
-	struct stat st;
 	int fds[2];
 	void *page;
 	int sock, err;
@@ -256,10 +255,6 @@ int sluice_session_open(struct sluice_context *sctx, const char *path)
 		sctx->vctx.context.cmd_fd = -1;
 		return err;
 	}
-	/* A full doorbell means the router is waking anyway; it must never
-	 * block ibv_post_send, whatever mode the router handed it over in. */
-	fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
-	sctx->doorbell_is_pipe = fstat(fds[1], &st) == 0 && S_ISFIFO(st.st_mode);
 	sctx->session = page;
 	sctx->doorbell_fd = fds[1];
 	sctx->info.tenant[sizeof(sctx->info.tenant) - 1] = '\0';

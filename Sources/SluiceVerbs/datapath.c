@@ -12,47 +12,25 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <signal.h>
-#include <time.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-/* Writes one doorbell token. A pipe whose reader (the router) is gone would
- * raise SIGPIPE and kill an application that merely posted work; block it
- * around the write and swallow the one this write caused, leaving any
- * SIGPIPE that was already pending alone. Only the sleeping-router path
- * pays for this, never the steady state. */
-static void write_doorbell(int fd, int is_pipe)
+/* Sends one doorbell datagram. MSG_NOSIGNAL: a router that died must not
+ * raise SIGPIPE in an application that merely posted work; MSG_DONTWAIT: a
+ * full doorbell means the router is waking anyway. Only the sleeping-router
+ * path pays for this call, never the steady state. */
+static void write_doorbell(int fd)
 {
-	static const uint64_t one = 1;
-	sigset_t sigpipe, saved, pending;
-	int was_pending = 0;
+	static const uint8_t one = 1;
 	ssize_t n;
 
-	if (is_pipe) {
-		sigemptyset(&sigpipe);
-		sigaddset(&sigpipe, SIGPIPE);
-		pthread_sigmask(SIG_BLOCK, &sigpipe, &saved);
-		if (sigpending(&pending) == 0)
-			was_pending = sigismember(&pending, SIGPIPE) == 1;
-	}
 	do {
-		n = write(fd, &one, sizeof(one));
+		n = send(fd, &one, sizeof(one), MSG_NOSIGNAL | MSG_DONTWAIT);
 	} while (n < 0 && errno == EINTR);
-	/* EAGAIN: the doorbell is full (it is non-blocking, see
-	 * sluice_session_open), so the router is waking anyway. EPIPE: the
-	 * router is gone; the next control verb reports EIO. */
-	if (is_pipe) {
-		if (n < 0 && errno == EPIPE && !was_pending) {
-			const struct timespec now = { 0, 0 };
-
-			while (sigtimedwait(&sigpipe, NULL, &now) < 0 && errno == EINTR)
-				;
-		}
-		pthread_sigmask(SIG_SETMASK, &saved, NULL);
-	}
 }
 
 void sluice_ring_doorbell(struct sluice_context *sctx)
@@ -62,7 +40,7 @@ void sluice_ring_doorbell(struct sluice_context *sctx)
 	 * see its flag. */
 	sluice_fence();
 	if (sluice_load_relaxed(&sctx->session->router_asleep))
-		write_doorbell(sctx->doorbell_fd, sctx->doorbell_is_pipe);
+		write_doorbell(sctx->doorbell_fd);
 }
 
 /* --- send queue ------------------------------------------------------------ */
@@ -264,9 +242,35 @@ int sluice_poll_cq(struct ibv_cq *cq, int num_entries, struct ibv_wc *wc)
 	if (n) {
 		scq->cons = cons;
 		sluice_store_release(&scq->shared->ring.cons, cons);
+		scq->empty_polls = 0;
+	} else if (++scq->empty_polls == SLUICE_DEAD_ROUTER_POLLS) {
+		/* An application that only polls would wait forever on a router
+		 * that died; look at the session socket once in a long while
+		 * (a system call per 2^16 empty polls, never when work flows). */
+		scq->empty_polls = 0;
+		if (sluice_router_gone(to_sctx(cq->context))) {
+			pthread_spin_unlock(&scq->lock);
+			errno = EIO;
+			return -1;
+		}
 	}
 	pthread_spin_unlock(&scq->lock);
 	return n;
+}
+
+int sluice_router_gone(struct sluice_context *sctx)
+{
+	struct pollfd p = { .fd = sctx->vctx.context.cmd_fd, .events = POLLIN | POLLRDHUP };
+
+	if (__atomic_load_n(&sctx->router_gone, __ATOMIC_RELAXED))
+		return 1;
+	/* The router never speaks unasked, so any event on an idle session
+	 * socket is its end closing. */
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) {
+		__atomic_store_n(&sctx->router_gone, 1, __ATOMIC_RELAXED);
+		return 1;
+	}
+	return 0;
 }
 
 int sluice_req_notify_cq(struct ibv_cq *cq, int solicited_only)

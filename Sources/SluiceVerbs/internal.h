@@ -49,8 +49,8 @@ struct sluice_context {
 	struct sluice_device *dev;
 	pthread_mutex_t ctl_lock;      /* one control request outstanding */
 	uint32_t seq;                  /* under ctl_lock */
-	int doorbell_fd;               /* write 8 bytes to wake the router (pipe or eventfd) */
-	int doorbell_is_pipe;          /* writes to it can raise SIGPIPE */
+	int doorbell_fd;               /* send a datagram to wake the router */
+	int router_gone;               /* the session socket hung up (atomic) */
 	struct sluice_session_page *session; /* router_asleep lives here */
 	struct sluice_open_rep info;   /* limits, LID, GID from the OPEN reply */
 	__be64 guid;
@@ -117,6 +117,7 @@ static inline struct sluice_channel *to_schan(struct ibv_comp_channel *ch)
 struct sluice_cq {
 	struct ibv_cq ibv_cq;
 	pthread_spinlock_t lock;       /* poll_cq: single consumer of the ring */
+	uint32_t empty_polls;          /* under lock: when to look for a dead router */
 	struct sluice_cq_shared *shared;
 	struct sluice_cqe *entries;
 	uint32_t capacity;             /* power of two */
@@ -193,5 +194,10 @@ void sluice_set_ops(struct verbs_context *vctx);
 
 /* Rings the router's doorbell if it said it is asleep (datapath.c). */
 void sluice_ring_doorbell(struct sluice_context *sctx);
+
+/* poll_cq looks for a dead router after this many empty polls in a row. */
+#define SLUICE_DEAD_ROUTER_POLLS (1u << 16)
+/* Whether the router closed this session (checked without blocking). */
+int sluice_router_gone(struct sluice_context *sctx);
 
 #endif /* SLUICE_VERBS_INTERNAL_H */

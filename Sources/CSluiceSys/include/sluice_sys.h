@@ -37,6 +37,10 @@ int sluice_required_mr_seals(void);
  * sealing, close-on-exec. */
 int sluice_memfd_sealed(const char *name, uint64_t size);
 
+/* socketpair(AF_UNIX, SOCK_DGRAM), close-on-exec, both ends non-blocking
+ * (each end is its own open file description). */
+int sluice_dgram_pair(int fds[2]);
+
 /* pipe2(O_CLOEXEC), then O_NONBLOCK on the ends asked for. */
 int sluice_pipe(int fds[2], int nonblock_read, int nonblock_write);
 

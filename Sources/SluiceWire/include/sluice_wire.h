@@ -87,10 +87,11 @@ struct sluice_open_req {
 	uint32_t reserved;
 };
 /* Reply carries 2 fds, in this order: the session page memfd (map it
- * SLUICE_SESSION_PAGE_SIZE bytes, shared, read-write) and the write end of
- * this session's doorbell pipe (write any bytes to wake the router). Pipes,
- * not eventfds: each end is its own open file description, so the tenant
- * cannot clear O_NONBLOCK on the end the router keeps and block it. */
+ * SLUICE_SESSION_PAGE_SIZE bytes, shared, read-write) and the tenant's end of
+ * this session's doorbell, a SOCK_DGRAM socket pair (send any datagram,
+ * MSG_NOSIGNAL|MSG_DONTWAIT, to wake the router). Not an eventfd: each end of
+ * a pair is its own open file description, so the tenant cannot clear
+ * O_NONBLOCK on the end the router keeps and block it. */
 struct sluice_open_rep {
 	struct sluice_reply_hdr rep;
 	uint8_t gid[16];               /* GID index 0: ::ffff:<virtual IPv4> */
@@ -300,7 +301,7 @@ struct sluice_ring_ctrl {
 struct sluice_session_page {
 	/* Router writes 1 before it sleeps, 0 when it wakes. After publishing
 	 * work, the library issues a full fence and, if this reads 1, writes to
-	 * the doorbell pipe. */
+	 * to the doorbell. */
 	uint32_t router_asleep;
 	uint8_t pad[SLUICE_CACHELINE - 4];
 };
