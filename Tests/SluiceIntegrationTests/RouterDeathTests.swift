@@ -15,11 +15,13 @@ final class RouterDeathTests: XCTestCase {
         // does; what matters is that nothing raises SIGPIPE or blocks.
         let buf = TestBuffer(pages: 1)
         var sgl = ibv_sge(addr: addr(buf.base), length: 8, lkey: 0)
-        var wr = ibv_recv_wr()
-        wr.sg_list = withUnsafeMutablePointer(to: &sgl) { $0 }
-        wr.num_sge = 1
-        var bad: UnsafeMutablePointer<ibv_recv_wr>?
-        _ = ibv_post_recv(qp, &wr, &bad)
+        withUnsafeMutablePointer(to: &sgl) { p in
+            var wr = ibv_recv_wr()
+            wr.sg_list = p
+            wr.num_sge = 1
+            var bad: UnsafeMutablePointer<ibv_recv_wr>?
+            _ = ibv_post_recv(qp, &wr, &bad)
+        }
 
         var wc = ibv_wc()
         var result: Int32 = 0
