@@ -29,6 +29,11 @@ let package = Package(
         .target(name: "SluicePolicy", dependencies: [.product(name: "Yams", package: "Yams")]),
         // The tamper-evident audit log: writer, reader, verifier.
         .target(name: "SluiceAudit", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        // libseccomp and libcap through pkg-config; Swift wrappers in SluiceSandbox.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
+        // The router's sandbox: no_new_privs, capabilities, the seccomp allowlist.
+        .target(name: "SluiceSandbox", dependencies: ["CSeccomp", "CCap"], resources: [.copy("router.seccomp.json")]),
         // C shims for the router's system calls (SCM_RIGHTS, SO_PEERCRED, fcntl).
         .target(name: "CSluiceSys"),
         .target(
@@ -51,6 +56,7 @@ let package = Package(
         ),
         .testTarget(name: "SluicePolicyTests", dependencies: ["SluicePolicy"], resources: [.copy("Corpus")]),
         .testTarget(name: "SluiceAuditTests", dependencies: ["SluiceAudit"]),
+        .testTarget(name: "SluiceSandboxTests", dependencies: ["SluiceSandbox"]),
         .testTarget(name: "SluiceRouterTests", dependencies: ["SluiceRouter", "SluiceWire"]),
         .testTarget(name: "SluiceIntegrationTests", dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter", "CSluiceSys"]),
     ],

@@ -1,0 +1,2 @@
+// Placeholder until the sandbox library lands.
+enum SluiceSandboxPlaceholder {}

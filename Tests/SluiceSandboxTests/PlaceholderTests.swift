@@ -1,0 +1,2 @@
+import XCTest
+final class SandboxPlaceholderTests: XCTestCase { func testPlaceholder() {} }
