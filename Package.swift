@@ -33,7 +33,7 @@ let package = Package(
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
         // The router's sandbox: no_new_privs, capabilities, the seccomp allowlist.
-        .target(name: "SluiceSandbox", dependencies: ["CSeccomp", "CCap"], resources: [.copy("router.seccomp.json")]),
+        .target(name: "SluiceSandbox", dependencies: ["CSeccomp", "CCap"], resources: [.embedInCode("router.seccomp.json")]),
         // C shims for the router's system calls (SCM_RIGHTS, SO_PEERCRED, fcntl).
         .target(name: "CSluiceSys"),
         .target(
