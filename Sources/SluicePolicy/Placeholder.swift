@@ -1,2 +1,0 @@
-// Placeholder until the policy library lands.
-enum SluicePolicyPlaceholder {}
