@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Follows the active file of a live log, like `tail -F`: it returns
+/// complete lines as they are appended, and across a rotation it finishes
+/// the renamed file before it moves on to the new one, so no record is
+/// skipped. Poll it; it never blocks.
+public final class AuditFollower {
+    public struct Line: Sendable {
+        /// The line without its newline.
+        public var bytes: [UInt8]
+        /// The file it was read from, under the name it had when opened.
+        public var file: String
+        /// False for the torn end of a file that was rotated away.
+        public var terminated = true
+    }
+
+    /// Something the follower noticed that the operator should know.
+    public enum Notice: Equatable, Sendable {
+        case rotated
+        /// The file got shorter than what was already read (a torn tail was
+        /// cut by a restarted writer, or someone cut the file).
+        case truncated(from: Int64, to: Int64)
+    }
+
+    public let path: String
+    private var fd: Int32 = -1
+    private var inode: UInt64 = 0
+    private var offset: Int64 = 0
+    private var partial: [UInt8] = []
+    public private(set) var notices: [Notice] = []
+
+    /// Opens `path` (if it exists yet) and starts after its last `lines`
+    /// complete lines, which the first `poll()` returns.
+    public init(path: String, startingWithLast lines: Int) throws {
+        self.path = path
+        guard try openCurrent() else { return }
+        let size = Int64(try AuditSys.status(of: fd, path: path).st_size)
+        let tail = try FileTail.read(fd: fd, path: path, size: size, lines: lines)
+        offset = tail.lines.first?.offset ?? tail.tornOffset
+    }
+
+    deinit { if fd >= 0 { AuditSys.close(fd) } }
+
+    private func openCurrent() throws -> Bool {
+        let newFD: Int32
+        do {
+            newFD = try AuditSys.open(path, O_RDONLY)
+        } catch {
+            if errno == ENOENT { return false }
+            throw error
+        }
+        if fd >= 0 { AuditSys.close(fd) }
+        fd = newFD
+        inode = UInt64(try AuditSys.status(of: fd, path: path).st_ino)
+        offset = 0
+        partial = []
+        return true
+    }
+
+    /// The complete lines appended since the last call.
+    public func poll() throws -> [Line] {
+        notices.removeAll()
+        if fd < 0 {
+            guard try openCurrent() else { return [] }
+        }
+        var out = try readAvailable()
+        // Rotated away (renamed, or deleted and recreated): the writer has
+        // finished with the old file, so what it holds now is all of it.
+        if let st = try AuditSys.status(of: path), UInt64(st.st_ino) != inode {
+            out += try readAvailable()
+            if !partial.isEmpty {
+                // A torn tail in a finished file stays torn; hand it over so
+                // the caller sees it, marked by the missing newline.
+                out.append(Line(bytes: partial, file: path, terminated: false))
+                partial = []
+            }
+            notices.append(.rotated)
+            if try openCurrent() { out += try readAvailable() }
+        }
+        return out
+    }
+
+    private func readAvailable() throws -> [Line] {
+        let size = Int64(try AuditSys.status(of: fd, path: path).st_size)
+        if size < offset {
+            notices.append(.truncated(from: offset, to: size))
+            let complete = offset - Int64(partial.count)
+            partial = []
+            offset = min(complete, size)
+        }
+        var out = [Line]()
+        while offset < size {
+            let chunk = try AuditSys.pread(fd, count: Int(min(size - offset, 1 << 20)), offset: offset, path: path)
+            if chunk.isEmpty { break }
+            offset += Int64(chunk.count)
+            var start = 0
+            while let nl = chunk[start...].firstIndex(of: 0x0a) {
+                out.append(Line(bytes: partial + chunk[start..<nl], file: path))
+                partial = []
+                start = nl + 1
+            }
+            partial += chunk[start...]
+        }
+        return out
+    }
+}

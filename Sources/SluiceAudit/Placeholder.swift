@@ -1,2 +1,0 @@
-// Placeholder until the audit library lands.
-enum SluiceAuditPlaceholder {}
