@@ -10,10 +10,12 @@ struct PolicyParser {
         var policy: TenantPolicy?
         var name: String?
         var errors: [PolicyError]
-        /// Where the set-level checks point: the name, the pool, each peer's tenant.
+        /// What the checks across files need, kept even when the file has
+        /// other errors so that one run reports everything: the name, the
+        /// pool and each peer entry's tenant, with where they are.
         var nameAt: ErrorAnchor?
-        var poolAt: ErrorAnchor?
-        var peerAt: [String: ErrorAnchor] = [:]
+        var pool: (IPv4Pool, ErrorAnchor)?
+        var peerTenants: [(tenant: String, index: Int, at: ErrorAnchor)] = []
     }
 
     static let apiVersion = "sluice/v1"
@@ -69,7 +71,7 @@ struct PolicyParser {
             switch IPv4Pool.parse(text) {
             case .success(let pool):
                 p.addressPool = pool
-                out.poolAt = r.anchor(n)
+                out.pool = r.anchor(n).map { (pool, $0) }
             case .failure(let why):
                 r.fail(n, "spec.addressPool", "Invalid value: \"\(text)\": \(why)")
             }
@@ -183,11 +185,11 @@ struct PolicyParser {
             guard let m = r.mapping(item, path, allowed: ["tenant", "operations"]) else { continue }
             var tenant: String?
             if let n = r.required(m, "tenant"), let t = dnsLabel(r, n, "\(path).tenant") {
-                if rules.contains(where: { $0.tenant == t }) || out.peerAt[t] != nil {
+                if out.peerTenants.contains(where: { $0.tenant == t }) {
                     r.fail(n, "\(path).tenant", "Duplicate value: \"\(t)\": one entry per peer tenant")
                 } else {
                     tenant = t
-                    out.peerAt[t] = r.anchor(n)
+                    if let at = r.anchor(n) { out.peerTenants.append((t, i, at)) }
                 }
             }
             var ops: OperationSet?

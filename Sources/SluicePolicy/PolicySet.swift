@@ -114,30 +114,22 @@ public struct PolicySet: Sendable {
                 firstFile[name] = at.file
             }
         }
-        var pools: [(IPv4Pool, String, String)] = []
+        var pools: [(pool: IPv4Pool, tenant: String, file: String)] = []
         for p in parsed {
-            guard let policy = p.policy else { continue }
-            if let pool = policy.addressPool, let at = p.poolAt {
-                if let (other, tenant, file) = pools.first(where: { $0.0.overlaps(pool) }) {
+            if let (pool, at) = p.pool {
+                if let other = pools.first(where: { $0.pool.overlaps(pool) }) {
                     errors.append(at.error("spec.addressPool",
-                                           "Invalid value: \"\(pool)\": overlaps \(other) of tenant \(tenant) (\(file))"))
-                } else {
-                    pools.append((pool, policy.name, policy.source))
+                                           "Invalid value: \"\(pool)\": overlaps \(other.pool) of tenant \(other.tenant) (\(other.file))"))
                 }
+                pools.append((pool, p.name ?? "?", at.file))
             }
-            for peer in policy.peers where !defined.contains(peer.tenant) {
-                guard let at = p.peerAt[peer.tenant] else { continue }
+            for peer in p.peerTenants where !defined.contains(peer.tenant) {
                 let known = defined.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
-                errors.append(at.error(peerPath(policy, peer.tenant),
-                                       "Not found: \"\(peer.tenant)\": no such tenant; defined tenants: \(known)"))
+                errors.append(peer.at.error("spec.peers[\(peer.index)].tenant",
+                                            "Not found: \"\(peer.tenant)\": no such tenant; defined tenants: \(known)"))
             }
         }
         return errors
-    }
-
-    private static func peerPath(_ policy: TenantPolicy, _ tenant: String) -> String {
-        let i = policy.peers.firstIndex { $0.tenant == tenant } ?? 0
-        return "spec.peers[\(i)].tenant"
     }
 
     private static func sorted(_ errors: [PolicyError]) -> [PolicyError] {

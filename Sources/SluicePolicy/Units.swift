@@ -78,22 +78,22 @@ public enum Units {
         return scaled(digits, by: multiplier)
     }
 
-    /// A byte count for people: `256 MiB` when it is a whole number of a
-    /// binary unit, `4 GB` for a decimal one, otherwise `1500 bytes`.
+    /// A byte count for people: in the binary or decimal unit that divides
+    /// it exactly and gives the smaller number (`256 MiB`, `4 GB`), otherwise
+    /// in bytes (`1500 bytes`).
     public static func formatSize(_ bytes: UInt64) -> String {
         if bytes == 1 { return "1 byte" }
-        if bytes != 0 {
-            for (name, unit) in [("EiB", UInt64(1) << 60), ("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30),
-                                 ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes % unit == 0 {
-                return "\(bytes / unit) \(name)"
-            }
-            for (name, unit) in [("EB", UInt64(1_000_000_000_000_000_000)), ("PB", 1_000_000_000_000_000),
-                                 ("TB", 1_000_000_000_000), ("GB", 1_000_000_000), ("MB", 1_000_000),
-                                 ("kB", 1_000)] where bytes % unit == 0 {
-                return "\(bytes / unit) \(name)"
-            }
+        func largest(_ units: [(String, UInt64)]) -> (UInt64, String)? {
+            units.first { bytes % $0.1 == 0 }.map { (bytes / $0.1, $0.0) }
         }
-        return "\(bytes) bytes"
+        let binary = largest([("EiB", 1 << 60), ("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
+                              ("KiB", 1 << 10)])
+        let decimal = largest([("EB", 1_000_000_000_000_000_000), ("PB", 1_000_000_000_000_000), ("TB", 1_000_000_000_000),
+                               ("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1_000)])
+        guard bytes != 0, let best = [binary, decimal].compactMap({ $0 }).min(by: { $0.0 < $1.0 }) else {
+            return "\(bytes) bytes"
+        }
+        return "\(best.0) \(best.1)"
     }
 
     // MARK: pieces
