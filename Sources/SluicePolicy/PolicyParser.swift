@@ -2,7 +2,7 @@ import Yams
 
 /// Reads one `TenantPolicy` document, strictly, reporting every error.
 /// Never through `Codable`: that would lose positions and ignore unknown keys.
-struct PolicyParser {
+enum PolicyParser {
     /// What one file yielded. `policy` is nil when the file had errors; `name`
     /// is set whenever `metadata.name` was readable, so that other files'
     /// peers naming this tenant are not reported as unknown as well.

@@ -56,7 +56,9 @@ struct YAMLDocument {
                       let edited = renameKey(in: current, at: at, to: marker) else {
                     // Not a key we can rename (an anchored or complex one):
                     // report Yams' own finding.
-                    return .failure(error(file, lines, at, "", "Duplicate value: \"\(key)\": the key appears more than once in its mapping"))
+                    // Yams spells a key it cannot print "<uncovertable>".
+                    let what = key.hasPrefix("<") ? "a key" : "\"\(key)\": the key"
+                    return .failure(error(file, lines, at, "", "Duplicate value: \(what) appears more than once in its mapping"))
                 }
                 renamed[at] = key
                 current = edited

@@ -319,6 +319,18 @@ final class FieldValidationTests: XCTestCase {
                         #"t.yaml:11:5: spec.quotas.1: Duplicate value: "1": already set at line 10"#])
     }
 
+    func testRepeatedKeysYamsCannotHandBackAreStillReported() {
+        // An anchored or complex key cannot be renamed in place, so Yams'
+        // own finding is reported, at the first occurrence.
+        XCTAssertEqual(errors(policy("  quotas:\n    &k queuePairs: 1\n    queuePairs: 2")), [#"""
+            t.yaml:10:5: Duplicate value: "queuePairs": the key appears more than once in its mapping
+                    &k queuePairs: 1
+                    ^
+            """#])
+        XCTAssertEqual(headlines(policy("  quotas:\n    ? [a]\n    : 1\n    ? [a]\n    : 2")),
+                       ["t.yaml:10:7: Duplicate value: a key appears more than once in its mapping"])
+    }
+
     func testSyntaxErrorsNameTheirPlace() {
         XCTAssertEqual(headlines("apiVersion: sluice/v1\nkind: [TenantPolicy\n"),
                        ["t.yaml:3:1: Invalid YAML: while parsing a flow sequence, did not find expected ',' or ']'"])
