@@ -68,21 +68,45 @@ public final class AuditFollower {
         var out = try readAvailable()
         // Rotated away (renamed, or deleted and recreated): the writer has
         // finished with the old file, so what it holds now is all of it.
-        if let st = try AuditSys.status(of: path), UInt64(st.st_ino) != inode {
-            out += try readAvailable()
-            if !partial.isEmpty {
-                // A torn tail in a finished file stays torn; hand it over so
-                // the caller sees it, marked by the missing newline.
-                out.append(Line(bytes: partial, file: path, terminated: false))
-                partial = []
-            }
+        // Several rotations may have happened since the last poll: read
+        // every rotated file newer than ours (they are complete), then the
+        // new active file, and check again that none slipped in meanwhile.
+        while let st = try AuditSys.status(of: path), UInt64(st.st_ino) != inode {
+            out += try finishFile()
             notices.append(.rotated)
-            if try openCurrent() { out += try readAvailable() }
+            var rotated = try AuditLogFiles.numbered(path)
+            while let i = try rotated.firstIndex(where: { try AuditSys.status(of: $0.path).map { UInt64($0.st_ino) } == inode }),
+                  i + 1 < rotated.count {
+                let next = rotated[i + 1].path
+                guard let nfd = try? AuditSys.open(next, O_RDONLY) else { break }
+                AuditSys.close(fd)
+                fd = nfd
+                inode = UInt64(try AuditSys.status(of: fd, path: next).st_ino)
+                offset = 0
+                partial = []
+                out += try readAvailable(name: next)
+                out += try finishFile(name: next)
+                rotated = try AuditLogFiles.numbered(path)
+            }
+            guard try openCurrent() else { break }
+            out += try readAvailable()
         }
         return out
     }
 
-    private func readAvailable() throws -> [Line] {
+    /// A torn tail in a finished file stays torn; hand it over so the caller
+    /// sees it, marked by the missing newline.
+    private func finishFile(name: String? = nil) throws -> [Line] {
+        var out = try readAvailable(name: name)
+        if !partial.isEmpty {
+            out.append(Line(bytes: partial, file: name ?? path, terminated: false))
+            partial = []
+        }
+        return out
+    }
+
+    private func readAvailable(name: String? = nil) throws -> [Line] {
+        let path = name ?? self.path
         let size = Int64(try AuditSys.status(of: fd, path: path).st_size)
         if size < offset {
             notices.append(.truncated(from: offset, to: size))
