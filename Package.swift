@@ -38,11 +38,11 @@ let package = Package(
         .target(name: "CSluiceSys"),
         .target(
             name: "SluiceRouter",
-            dependencies: ["SluiceWire", "CSluiceSys", .product(name: "Yams", package: "Yams")]
+            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .executableTarget(
             name: "sluice-router",
-            dependencies: ["SluiceRouter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SluiceRouter", "SluicePolicy", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "sluice",

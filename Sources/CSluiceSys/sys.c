@@ -191,6 +191,7 @@ int sluice_stop_signals_fd(void)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
 	if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0)
 		return -1;
 	signal(SIGPIPE, SIG_IGN);
@@ -200,8 +201,8 @@ int sluice_stop_signals_fd(void)
 int sluice_drain_signals(int sfd)
 {
 	struct signalfd_siginfo info;
-	int n = 0;
+	int seen = 0;
 	while (read(sfd, &info, sizeof(info)) == (ssize_t)sizeof(info))
-		n++;
-	return n;
+		seen |= info.ssi_signo == SIGHUP ? 2 : 1;
+	return seen;
 }

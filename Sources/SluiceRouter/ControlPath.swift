@@ -8,9 +8,12 @@ import CSluiceSys
 struct Refusal: Error {
     let errno: Int32
     let reason: String
-    init(_ errno: Int32, _ reason: String) {
+    /// The policy rule that refused, when a policy did (else a plain check).
+    let rule: String?
+    init(_ errno: Int32, _ reason: String, rule: String? = nil) {
         self.errno = errno
         self.reason = reason
+        self.rule = rule
     }
 }
 
@@ -20,11 +23,14 @@ struct Reply {
     var bytes: [UInt8]
     var fds: [Int32] = []
     var object: String? = nil
+    /// The policy rule that allowed it, if a policy was consulted.
+    var rule: String? = nil
 
-    init<T>(_ body: T, fds: [Int32] = [], object: String? = nil) {
+    init<T>(_ body: T, fds: [Int32] = [], object: String? = nil, rule: String? = nil) {
         bytes = withUnsafeBytes(of: body) { Array($0) }
         self.fds = fds
         self.object = object
+        self.rule = rule
     }
 }
 
@@ -84,7 +90,7 @@ extension Router {
         defer { fds.forEach(Sys.close) }
 
         func refuse(_ r: Refusal) {
-            log.record(event: "control", subject: s.subject, verb: verb, decision: .deny, reason: r.reason)
+            log.record(event: "control", subject: s.subject, verb: verb, decision: .deny, rule: r.rule ?? "wire", reason: r.reason)
             var rep = sluice_reply_hdr()
             fillReplyHeader(&rep, request: hdr, length: MemoryLayout<sluice_reply_hdr>.size, status: r.errno, reason: r.reason)
             send(s, withUnsafeBytes(of: rep) { Array($0) }, fds: [])
@@ -124,7 +130,7 @@ extension Router {
                 fillReplyHeader(&rep, request: hdr, length: bytes.count, status: 0, reason: "")
                 withUnsafeBytes(of: rep) { bytes.copyMemory(from: $0) }
             }
-            log.record(event: "control", subject: s.subject, verb: verb, object: reply.object, decision: .allow)
+            log.record(event: "control", subject: s.subject, verb: verb, object: reply.object, decision: .allow, rule: reply.rule)
             send(s, reply.bytes, fds: reply.fds)
             reply.fds.forEach(Sys.close)
         } catch let r as Refusal {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import SluiceWire
 import CSluiceSys
+import SluicePolicy
 
 /// The control verbs. Each one validates every field of its request before
 /// it touches a table, and answers a refusal with the errno libibverbs
@@ -25,7 +26,7 @@ extension Router {
         rep.max_pd = config.maxPD
         rep.max_inline = SLUICE_MAX_INLINE
         rep.active_mtu = 5 // IBV_MTU_4096
-        withUnsafeMutableBytes(of: &rep.tenant) { $0.copyBytes(from: Array(s.tenant.name.utf8.prefix(63))) }
+        withUnsafeMutableBytes(of: &rep.tenant) { $0.copyBytes(from: Array(s.tenant.utf8.prefix(63))) }
         let fds = [s.pageFD, s.doorbellWrite]
         // The reply sender closes these after passing them on.
         s.pageFD = -1
@@ -38,17 +39,21 @@ extension Router {
 
     func allocPD(_ s: Session) throws -> Reply {
         guard s.pds.count < config.maxPD else { throw Refusal(ENOMEM, "protection domain limit \(config.maxPD) reached") }
+        let decision = engine.allocPD(tenant: s.tenant, current: usage[s.tenant, default: .init()].pds)
+        try enforce(decision)
         let pd = ProtectionDomain()
         pd.handle = s.pds.insert(pd)
+        usage[s.tenant, default: .init()].pds += 1
         var rep = sluice_handle_rep()
         rep.handle = pd.handle
-        return Reply(rep, object: "pd \(pd.handle)")
+        return Reply(rep, object: "pd \(pd.handle)", rule: decision.rule)
     }
 
     func deallocPD(_ s: Session, _ req: sluice_handle_req) throws -> Reply {
         guard let pd = s.pds.lookup(req.handle) else { throw Refusal(EINVAL, "no protection domain \(req.handle) in this session") }
         guard pd.users == 0 else { throw Refusal(EBUSY, "protection domain \(req.handle) still has \(pd.users) MRs or QPs") }
         s.pds.remove(req.handle)
+        usage[s.tenant, default: .init()].pds -= 1
         return Reply(sluice_empty_rep(), object: "pd \(req.handle)")
     }
 
@@ -107,6 +112,10 @@ extension Router {
         guard req.page_offset == req.addr % UInt64(SLUICE_PAGE) else {
             throw Refusal(EINVAL, "page_offset \(req.page_offset) does not match the address")
         }
+        let held = usage[s.tenant, default: .init()]
+        let decision = engine.regMR(tenant: s.tenant, bytes: req.length, access: req.access,
+                                    currentCount: held.mrs, currentBytes: held.registeredBytes)
+        try enforce(decision)
         let writable = req.access & UInt32(SLUICE_ACCESS_LOCAL_WRITE) != 0
         let mapping = try mapTenantMemory(fd: fd, fdOffset: req.fd_offset, mapLength: req.map_length,
                                           pageOffset: req.page_offset, length: req.length, writable: writable)
@@ -118,11 +127,14 @@ extension Router {
         s.lkeys[mr.lkey] = mr
         s.rkeys[mr.rkey] = mr
         pd.users += 1
+        usage[s.tenant, default: .init()].mrs += 1
+        usage[s.tenant, default: .init()].registeredBytes += req.length
         var rep = sluice_reg_mr_rep()
         rep.handle = mr.handle
         rep.lkey = mr.lkey
         rep.rkey = mr.rkey
-        return Reply(rep, object: "mr \(mr.handle) pd \(pd.handle) length \(req.length) access 0x\(String(req.access, radix: 16))")
+        return Reply(rep, object: "mr \(mr.handle) pd \(pd.handle) length \(req.length) access 0x\(String(req.access, radix: 16))",
+                     rule: decision.rule)
     }
 
     func deregMR(_ s: Session, _ req: sluice_handle_req) throws -> Reply {
@@ -132,6 +144,8 @@ extension Router {
         s.lkeys[mr.lkey] = nil
         s.rkeys[mr.rkey] = nil
         mr.pd.users -= 1
+        usage[s.tenant, default: .init()].mrs -= 1
+        usage[s.tenant, default: .init()].registeredBytes -= mr.length
         return Reply(sluice_empty_rep(), object: "mr \(req.handle)")
     }
 
@@ -180,6 +194,8 @@ extension Router {
             guard let ch = s.channels.lookup(req.channel) else { throw Refusal(EINVAL, "no completion channel \(req.channel) in this session") }
             channel = ch
         }
+        let decision = engine.createCQ(tenant: s.tenant, depth: req.cqe, current: usage[s.tenant, default: .init()].cqs)
+        try enforce(decision)
         let capacity = Router.ringCapacity(req.cqe + 1)
         let size = Int(sluice_cq_size(capacity))
         let fd = try Sys.memfdCreate("sluice-cq", size: size)
@@ -193,11 +209,12 @@ extension Router {
         let cq = CompletionQueue(capacity: capacity, mapping: mapping, channel: channel)
         cq.handle = s.cqs.insert(cq)
         channel?.users += 1
+        usage[s.tenant, default: .init()].cqs += 1
         var rep = sluice_create_cq_rep()
         rep.handle = cq.handle
         rep.capacity = capacity
         rep.ring_size = UInt64(size)
-        return Reply(rep, fds: [fd], object: "cq \(cq.handle) capacity \(capacity)")
+        return Reply(rep, fds: [fd], object: "cq \(cq.handle) capacity \(capacity)", rule: decision.rule)
     }
 
     func destroyCQ(_ s: Session, _ req: sluice_handle_req) throws -> Reply {
@@ -205,6 +222,7 @@ extension Router {
         guard cq.users == 0 else { throw Refusal(EBUSY, "completion queue \(req.handle) is still used by \(cq.users) QPs") }
         s.cqs.remove(req.handle)
         cq.channel?.users -= 1
+        usage[s.tenant, default: .init()].cqs -= 1
         return Reply(sluice_empty_rep(), object: "cq \(req.handle)")
     }
 
@@ -225,6 +243,10 @@ extension Router {
         guard req.max_inline_data <= SLUICE_MAX_INLINE else {
             throw Refusal(EINVAL, "inline data above \(SLUICE_MAX_INLINE) bytes")
         }
+        let decision = engine.createQP(tenant: s.tenant, sendDepth: req.max_send_wr, recvDepth: req.max_recv_wr,
+                                       sendSGE: req.max_send_sge, recvSGE: req.max_recv_sge, inlineBytes: req.max_inline_data,
+                                       current: usage[s.tenant, default: .init()].qps)
+        try enforce(decision)
         let sqCap = Router.ringCapacity(max(req.max_send_wr, 1))
         let rqCap = Router.ringCapacity(max(req.max_recv_wr, 1))
         let layout = sluice_qp_layout(sqCap, rqCap)
@@ -245,6 +267,7 @@ extension Router {
         pd.users += 1
         scq.users += 1
         rcq.users += 1
+        usage[s.tenant, default: .init()].qps += 1
         var rep = sluice_create_qp_rep()
         rep.handle = qp.handle
         rep.qp_num = qp.qpn
@@ -256,7 +279,7 @@ extension Router {
         rep.max_recv_sge = qp.maxRecvSGE
         rep.max_inline_data = qp.maxInline
         rep.ring_size = layout.size
-        return Reply(rep, fds: [fd], object: "qp \(qp.handle) qpn 0x\(String(qp.qpn, radix: 16))")
+        return Reply(rep, fds: [fd], object: "qp \(qp.handle) qpn 0x\(String(qp.qpn, radix: 16))", rule: decision.rule)
     }
 
     static let qpAccessFlags = UInt32(SLUICE_ACCESS_LOCAL_WRITE | SLUICE_ACCESS_REMOTE_WRITE | SLUICE_ACCESS_REMOTE_READ
@@ -314,25 +337,32 @@ extension Router {
         if mask.contains(.maxQPRdAtomic) { attrs.maxRdAtomic = min(a.max_rd_atomic, 16) }
         if mask.contains(.maxDestRdAtomic) { attrs.maxDestRdAtomic = min(a.max_dest_rd_atomic, 16) }
         var peer: QueuePair? = qp.peer
+        var rule: String?
         if mask.contains(.av) || mask.contains(.destQPN) {
             peer = try resolvePeer(s, qp, ah: a.ah, destQPN: a.dest_qp_num)
+            let decision = engine.connect(from: s.tenant, to: peer!.session.tenant)
+            try enforce(decision)
+            rule = decision.rule
             attrs.ah = a.ah
             attrs.destQPN = a.dest_qp_num
         }
         // All checks passed: commit.
         qp.attrs = attrs
         qp.peer = peer
+        if let peer {
+            qp.allowedOperations = engine.connectionOperations(from: s.tenant, to: peer.session.tenant)
+        }
         if target != qp.state || mask.contains(.state) {
             enter(qp, target)
         }
         return Reply(sluice_empty_rep(), object: "qp \(req.handle) qpn 0x\(String(qp.qpn, radix: 16)) -> \(target)"
-            + (peer.map { " peer 0x\(String($0.qpn, radix: 16))" } ?? ""))
+            + (peer.map { " peer 0x\(String($0.qpn, radix: 16)) (\($0.session.tenant))" } ?? ""), rule: rule)
     }
 
     /// Finds the QP a connection names, by the address the router minted
     /// (LID, or GID index 0 = ::ffff:<virtual IPv4>) and the virtual QPN.
-    /// Only a QP the router resolved itself is ever connected, and only one
-    /// whose tenant may be reached: for now, the same tenant.
+    /// Only a QP the router resolved itself is ever connected; whether its
+    /// tenant may be reached is the policy's `peers` (checked by the caller).
     func resolvePeer(_ s: Session, _ qp: QueuePair, ah: sluice_ah, destQPN: UInt32) throws -> QueuePair {
         let endpoint: Session?
         if ah.is_global != 0 {
@@ -349,9 +379,6 @@ extension Router {
         guard let ep = endpoint, let peer = qpsByNumber[destQPN & 0xff_ffff], peer.session === ep, !peer.destroyed else {
             throw Refusal(EINVAL, "no queue pair 0x\(String(destQPN, radix: 16)) at that address")
         }
-        guard peer.session.tenant.name == s.tenant.name else {
-            throw Refusal(EACCES, "tenant \(s.tenant.name) may not connect to tenant \(peer.session.tenant.name)")
-        }
         return peer
     }
 
@@ -361,6 +388,7 @@ extension Router {
         case .reset:
             // Everything posted is discarded without completions.
             qp.peer = nil
+            qp.allowedOperations = []
             qp.stall = nil
             qp.held = nil
             qp.attrs = QPAttributes()

@@ -28,7 +28,7 @@ public final class EventLog {
     }
 
     public func record(event: String, subject: Subject? = nil, verb: String? = nil, object: String? = nil,
-                       decision: Decision? = nil, reason: String? = nil, fields: [String: String] = [:]) {
+                       decision: Decision? = nil, rule: String? = nil, reason: String? = nil, fields: [String: String] = [:]) {
         sequence += 1
         var obj: [String: Any] = ["seq": sequence, "time": EventLog.timestamp(), "event": event]
         if let s = subject {
@@ -38,6 +38,7 @@ public final class EventLog {
         if let verb { obj["verb"] = verb }
         if let object { obj["object"] = object }
         if let decision { obj["decision"] = decision.rawValue }
+        if let rule { obj["rule"] = rule }
         if let reason, !reason.isEmpty { obj["reason"] = reason }
         for (k, v) in fields { obj[k] = v }
         guard var data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import SluiceWire
+import SluicePolicy
 
 /// Per-session object table. Handles are indices into this session's own
 /// table (plus one, so 0 is never valid): a tenant cannot name an object of
@@ -203,6 +204,9 @@ final class QueuePair {
     var attrs = QPAttributes()
     /// The QP this one is connected to, resolved by the router at RTR.
     weak var peer: QueuePair?
+    /// What this QP may post to its peer: both tenants' policies, computed
+    /// at connect and on reload, so a work request costs one AND.
+    var allowedOperations: OperationSet = []
     var destroyed = false
     var stall: Stall?
     /// The head send request, copied out of the ring once and kept while it

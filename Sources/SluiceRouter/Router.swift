@@ -4,12 +4,16 @@ import Glibc
 import Foundation
 import SluiceWire
 import CSluiceSys
+import SluicePolicy
 
 public struct RouterConfig {
     /// Tenant sockets are `<runtimeDir>/tenants/<tenant>.sock`; the operator
     /// socket is `<runtimeDir>/control.sock`.
     public var runtimeDir: String
-    public var tenants: [TenantDefinition]
+    /// The tenants and what each may do.
+    public var policies: PolicySet
+    /// Where `policies` came from; SIGHUP and `sluice policy reload` load it again.
+    public var policyDirectory: String?
     public var eventLogPath: String
     /// How long the data-path poller spins without work before it sleeps.
     /// Short by default: where tenants busy-poll on as many cores as there
@@ -27,9 +31,10 @@ public struct RouterConfig {
     public var maxPD: UInt32 = 16384
     public var maxMRSize: UInt64 = 1 << 40
 
-    public init(runtimeDir: String, tenants: [TenantDefinition], eventLogPath: String) {
+    public init(runtimeDir: String, policies: PolicySet, policyDirectory: String? = nil, eventLogPath: String) {
         self.runtimeDir = runtimeDir
-        self.tenants = tenants
+        self.policies = policies
+        self.policyDirectory = policyDirectory
         self.eventLogPath = eventLogPath
     }
 }
@@ -40,10 +45,14 @@ public struct RouterConfig {
 public final class Router {
     let config: RouterConfig
     let log: EventLog
+    /// The policies in force; replaced whole by a reload.
+    var engine: PolicyEngine
+    /// What each tenant holds, over all its sessions (quotas count these).
+    var usage: [String: TenantUsage] = [:]
     let fabric = SoftwareFabric()
     private let epfd: Int32
     private let signalFD: Int32
-    private var listeners: [Int32: TenantDefinition] = [:]
+    var listeners: [Int32: String] = [:] // listening fd -> tenant
     private var controlListener: Int32 = -1
     var sessions: [UInt64: Session] = [:]
     private var sessionIDs: [Int32: UInt64] = [:] // socket fd -> session id
@@ -64,6 +73,7 @@ public final class Router {
 
     public init(config: RouterConfig) throws {
         self.config = config
+        engine = PolicyEngine(config.policies)
         for dir in [config.runtimeDir, config.runtimeDir + "/tenants"] {
             if mkdir(dir, 0o755) != 0 && errno != EEXIST {
                 throw SystemError("mkdir(\(dir))", errno)
@@ -87,13 +97,7 @@ public final class Router {
     // MARK: sockets
 
     private func openSockets() throws {
-        let tenantsDir = config.runtimeDir + "/tenants"
-        for tenant in config.tenants {
-            let path = "\(tenantsDir)/\(tenant.name).sock"
-            let fd = try Router.listen(path: path, mode: 0o666)
-            listeners[fd] = tenant
-            try watch(fd, Router.tag(.listener, UInt64(fd)))
-        }
+        for name in engine.policies.names { try addListener(name) }
         controlListener = try Router.listen(path: config.runtimeDir + "/control.sock", mode: 0o600)
         try watch(controlListener, Router.tag(.control, 0))
     }
@@ -137,6 +141,23 @@ public final class Router {
         return fd
     }
 
+    func socketPath(_ tenant: String) -> String { "\(config.runtimeDir)/tenants/\(tenant).sock" }
+
+    func addListener(_ tenant: String) throws {
+        let fd = try Router.listen(path: socketPath(tenant), mode: 0o666)
+        listeners[fd] = tenant
+        try watch(fd, Router.tag(.listener, UInt64(fd)))
+    }
+
+    func removeListener(_ tenant: String) {
+        for (fd, name) in listeners where name == tenant {
+            unwatch(fd)
+            Sys.close(fd)
+            listeners[fd] = nil
+            unlink(socketPath(tenant))
+        }
+    }
+
     private func watch(_ fd: Int32, _ tag: UInt64) throws {
         _ = try Sys.retrying("epoll_ctl") { sluice_epoll_add(epfd, fd, tag) }
     }
@@ -149,8 +170,8 @@ public final class Router {
 
     /// Runs until SIGTERM or SIGINT.
     public func run() {
-        log.record(event: "router.start", fields: ["runtimeDir": config.runtimeDir,
-                                                   "tenants": config.tenants.map(\.name).joined(separator: ",")])
+        log.record(event: "router.start", fields: ["runtimeDir": config.runtimeDir])
+        recordPolicyLoad(event: "policy.load", engine.policies)
         var idleSince = Sys.monotonicNanos()
         var spins: UInt64 = 0
         while running {
@@ -196,7 +217,9 @@ public final class Router {
             let id = tag & 0x00ff_ffff_ffff_ffff
             switch Tag(rawValue: tag >> 56) {
             case .signal:
-                if sluice_drain_signals(signalFD) > 0 { running = false }
+                let signals = sluice_drain_signals(signalFD)
+                if signals & 2 != 0 { reloadPolicies(requestedBy: "SIGHUP") }
+                if signals & 1 != 0 { running = false }
             case .listener:
                 acceptTenant(listener: Int32(id))
             case .control:
@@ -218,7 +241,7 @@ public final class Router {
     private func shutdown() {
         for s in Array(sessions.values) { closeSession(s, reason: "router stopping") }
         log.record(event: "router.stop")
-        for fd in listeners.keys { unlink("\(config.runtimeDir)/tenants/\(listeners[fd]!.name).sock") }
+        for name in listeners.values { unlink(socketPath(name)) }
         unlink(config.runtimeDir + "/control.sock")
     }
 
@@ -234,16 +257,18 @@ public final class Router {
                 Sys.close(fd)
                 continue
             }
-            let subject = EventLog.Subject(tenant: tenant.name, session: 0, pid: pid, uid: uid)
-            guard tenant.admits(uid: uid, gid: gid) else {
-                let reason = "uid \(uid) gid \(gid) is not admitted by tenant \(tenant.name)'s identity"
-                log.record(event: "session.refused", subject: subject, decision: .deny, reason: reason)
+            let subject = EventLog.Subject(tenant: tenant, session: 0, pid: pid, uid: uid)
+            let decision = engine.admit(tenant: tenant, uid: uid, gid: gid)
+            guard decision.isAllowed else {
+                let reason = Router.reason(decision)
+                log.record(event: "session.refused", subject: subject, decision: .deny, rule: decision.rule, reason: reason)
                 refuse(fd, reason: reason)
                 continue
             }
-            guard let (lid, ipv4) = allocateEndpoint() else {
-                log.record(event: "session.refused", subject: subject, decision: .deny, reason: "no virtual address left")
-                Sys.close(fd)
+            guard let (lid, ipv4) = allocateEndpoint(tenant: tenant) else {
+                let reason = "no virtual address left in tenant \(tenant)'s address pool"
+                log.record(event: "session.refused", subject: subject, decision: .deny, rule: "addressPool", reason: reason)
+                refuse(fd, reason: reason)
                 continue
             }
             let id = nextSessionID
@@ -256,7 +281,7 @@ public final class Router {
                 sessionIDs[fd] = id
                 endpointsByLID[lid] = s
                 endpointsByIPv4[ipv4] = s
-                log.record(event: "session.open", subject: s.subject, decision: .allow,
+                log.record(event: "session.open", subject: s.subject, decision: .allow, rule: decision.rule,
                            fields: ["lid": String(lid), "address": Router.dotted(ipv4)])
             } catch {
                 log.record(event: "session.refused", subject: subject, decision: .deny, reason: "\(error)")
@@ -296,18 +321,38 @@ public final class Router {
         _ = withUnsafeBytes(of: rep) { sluice_send_fds(fd, $0.baseAddress, $0.count, nil, 0) }
     }
 
-    /// Virtual LIDs are unicast (1...0xbfff); the virtual IPv4 address is in
-    /// 10.77.0.0/16 with the LID as host part.
-    private func allocateEndpoint() -> (UInt16, UInt32)? {
+    /// A virtual LID (unicast, 1...0xbfff, router-wide) and an IPv4 address
+    /// from the tenant's `addressPool`, or, for tenants without one, from the
+    /// shared pool 10.77.0.0/16 outside every tenant's pool.
+    private func allocateEndpoint(tenant: String) -> (UInt16, UInt32)? {
+        var lid: UInt16?
         for _ in 0..<0xbfff {
-            let lid = UInt16(nextEndpoint)
+            let candidate = UInt16(nextEndpoint)
             nextEndpoint = nextEndpoint >= 0xbfff ? 1 : nextEndpoint + 1
-            if endpointsByLID[lid] == nil {
-                return (lid, 0x0a4d_0000 | UInt32(lid))
+            if endpointsByLID[candidate] == nil {
+                lid = candidate
+                break
             }
+        }
+        guard let lid else { return nil }
+        let own = engine.policy(tenant)?.addressPool
+        let range = own?.usableAddresses ?? Router.sharedPool.usableAddresses
+        let pools = engine.policies.tenants.compactMap(\.addressPool)
+        // Start at the same host part as the LID so addresses are easy to
+        // read in tests, and scan from there.
+        let span = UInt64(range.upperBound - range.lowerBound) + 1
+        var offset = UInt64(lid) % span
+        for _ in 0..<min(span, 1 << 16) {
+            let a = range.lowerBound + UInt32(offset)
+            offset = (offset + 1) % span
+            if endpointsByIPv4[a] != nil { continue }
+            if own == nil && pools.contains(where: { $0.contains(a) }) { continue }
+            return (lid, a)
         }
         return nil
     }
+
+    static let sharedPool = try! IPv4Pool.parse("10.77.0.0/16").get()
 
     static func dotted(_ a: UInt32) -> String {
         "\(a >> 24).\((a >> 16) & 0xff).\((a >> 8) & 0xff).\(a & 0xff)"
@@ -320,7 +365,15 @@ public final class Router {
         s.closed = true
         let counts = s.objectCounts
         for qp in s.qps.all { destroyQP(qp, in: s) }
-        for mr in s.mrs.all { mr.dead = true }
+        var held = usage[s.tenant, default: .init()]
+        held.pds -= s.pds.count
+        held.cqs -= s.cqs.count
+        held.mrs -= s.mrs.count
+        for mr in s.mrs.all {
+            mr.dead = true
+            held.registeredBytes -= mr.length
+        }
+        usage[s.tenant] = held
         s.lkeys.removeAll()
         s.rkeys.removeAll()
         s.mrs = HandleTable()
@@ -347,6 +400,7 @@ public final class Router {
         qp.pd.users -= 1
         qp.sendCQ.users -= 1
         qp.recvCQ.users -= 1
+        usage[s.tenant, default: .init()].qps -= 1
     }
 
     func mintQPN() -> UInt32 {
@@ -441,10 +495,10 @@ public final class Router {
             let c = s.objectCounts
             for (k, v) in c {
                 totals[k, default: 0] += v
-                perTenant[s.tenant.name, default: [:]][k, default: 0] += v
+                perTenant[s.tenant, default: [:]][k, default: 0] += v
             }
-            perTenant[s.tenant.name, default: [:]]["sessions", default: 0] += 1
-            sessionList.append(["id": s.id, "tenant": s.tenant.name, "pid": s.pid, "uid": s.uid,
+            perTenant[s.tenant, default: [:]]["sessions", default: 0] += 1
+            sessionList.append(["id": s.id, "tenant": s.tenant, "pid": s.pid, "uid": s.uid,
                                 "lid": s.lid, "address": Router.dotted(s.ipv4), "objects": c])
         }
         let obj: [String: Any] = [

@@ -9,7 +9,7 @@ import SluiceWire
 final class Session {
     let id: UInt64
     let fd: Int32
-    let tenant: TenantDefinition
+    let tenant: String
     let pid: Int32
     let uid: UInt32
     let gid: UInt32
@@ -37,7 +37,7 @@ final class Session {
     var lkeys: [UInt32: MemoryRegion] = [:]
     var rkeys: [UInt32: MemoryRegion] = [:]
 
-    init(id: UInt64, fd: Int32, tenant: TenantDefinition, pid: Int32, uid: UInt32, gid: UInt32,
+    init(id: UInt64, fd: Int32, tenant: String, pid: Int32, uid: UInt32, gid: UInt32,
          lid: UInt16, ipv4: UInt32) throws {
         self.id = id
         self.fd = fd
@@ -73,7 +73,7 @@ final class Session {
     }
 
     var subject: EventLog.Subject {
-        EventLog.Subject(tenant: tenant.name, session: id, pid: pid, uid: uid)
+        EventLog.Subject(tenant: tenant, session: id, pid: pid, uid: uid)
     }
 
     /// GID index 0: the IPv4-mapped IPv6 form of the virtual address.

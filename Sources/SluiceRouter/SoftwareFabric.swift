@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import SluiceWire
+import SluicePolicy
 
 /// The software RDMA engine: executes RC work requests between memory
 /// regions on this host, with the semantics an RC QP has on a real fabric —
@@ -175,6 +176,10 @@ final class SoftwareFabric {
         guard let peer = qp.peer, !peer.destroyed, peer.state == .rtr || peer.state == .rts, peer.peer === qp else {
             return stallOrFail(qp, w, .peerNotReady, wcOpcode, now: now, router: router)
         }
+        // Both tenants' policies, precomputed for this connection: one AND.
+        guard qp.allowedOperations.allowsWireOpcode(w.opcode) else {
+            return refuseOperation(qp, peer, w, wcOpcode, router)
+        }
 
         // Anything that consumes a receive request at the peer.
         var recv: sluice_recv_wqe?
@@ -256,6 +261,18 @@ final class SoftwareFabric {
             qp.sendCQ.push(requesterCQE(qp, w, UInt32(SLUICE_WC_SUCCESS), wcOpcode, UInt32(total)), solicited: false)
         }
         return .completed
+    }
+
+    /// A work request the policies do not allow on this connection: refused
+    /// locally when the poster's own policy lacks it, as an invalid request
+    /// at the responder when the peer's consent lacks it.
+    private func refuseOperation(_ qp: QueuePair, _ peer: QueuePair, _ w: sluice_send_wqe, _ opcode: UInt32,
+                                 _ router: Router) -> Outcome {
+        let from = qp.session.tenant, to = peer.session.tenant
+        let decision = router.engine.workRequest(from: from, to: to, operation: OperationSet.wireOpcode(w.opcode) ?? [])
+        let byPeer = decision.rule.hasPrefix("\(to):")
+        let status = byPeer ? SLUICE_WC_REM_INV_REQ_ERR : SLUICE_WC_LOC_QP_OP_ERR
+        return fail(qp, w, UInt32(status), opcode, router, "policy \(decision.rule): " + Router.reason(decision))
     }
 
     private func requesterCQE(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32, _ len: UInt32) -> sluice_cqe {

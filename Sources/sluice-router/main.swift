@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluicePolicy
 import SluiceRouter
 
 struct SluiceRouterCommand: ParsableCommand {
@@ -13,7 +14,9 @@ struct SluiceRouterCommand: ParsableCommand {
             LD_PRELOAD=libsluice-verbs.so SLUICE_SOCKET=<that socket>. The operator \
             socket <runtime-dir>/control.sock (mode 0600) answers `sluice status`.
 
-            Stops cleanly on SIGTERM or SIGINT, reclaiming every tenant's objects.
+            SIGHUP (or `sluice policy reload`) reloads the policy directory: all \
+            files valid, or nothing changes. Stops cleanly on SIGTERM or SIGINT, \
+            reclaiming every tenant's objects.
             """
     )
 
@@ -32,16 +35,16 @@ struct SluiceRouterCommand: ParsableCommand {
     var spinMicros: UInt64 = 10
 
     func run() throws {
-        let tenants: [TenantDefinition]
+        let set: PolicySet
         do {
-            tenants = try TenantLoader.loadDirectory(policies)
-        } catch let e as PolicyFileError {
-            fail("policy error: \(e)")
+            set = try PolicySet.load(directory: policies)
+        } catch {
+            fail("cannot load the policies in \(policies):\n\(error)")
         }
-        if tenants.isEmpty {
+        if set.tenants.isEmpty {
             fail("no tenant policies (*.yaml) in \(policies)")
         }
-        var config = RouterConfig(runtimeDir: runtimeDir, tenants: tenants,
+        var config = RouterConfig(runtimeDir: runtimeDir, policies: set, policyDirectory: policies,
                                   eventLogPath: auditLog ?? runtimeDir + "/audit.log")
         config.spinNanos = spinMicros * 1000
         let router: Router
@@ -50,7 +53,7 @@ struct SluiceRouterCommand: ParsableCommand {
         } catch {
             fail("cannot start: \(error)")
         }
-        FileHandle.standardError.write("sluice-router: serving \(tenants.map(\.name).joined(separator: ", ")) in \(runtimeDir)\n".data(using: .utf8)!)
+        FileHandle.standardError.write("sluice-router: serving \(set.names.joined(separator: ", ")) in \(runtimeDir)\n".data(using: .utf8)!)
         router.run()
         FileHandle.standardError.write("sluice-router: stopped\n".data(using: .utf8)!)
     }

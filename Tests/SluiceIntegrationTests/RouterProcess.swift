@@ -49,22 +49,41 @@ final class RouterProcess {
     let process = Process()
     private let errPipe = Pipe()
 
-    init(tenants: [String] = ["alpha", "beta"], uid: UInt32 = getuid()) throws {
+    /// A policy that lets a tenant do everything with its own QPs (and
+    /// nothing across tenants), plus whatever `extra` YAML adds under spec.
+    static func permissive(_ name: String, uid: UInt32 = getuid(), peers: [String: String] = [:], extra: String = "") -> String {
+        let all = "[send, sendWithImm, write, writeWithImm, read, compareSwap, fetchAdd]"
+        var peerLines = "    - tenant: \(name)\n      operations: \(all)\n"
+        for (p, ops) in peers.sorted(by: { $0.key < $1.key }) {
+            peerLines += "    - tenant: \(p)\n      operations: \(ops)\n"
+        }
+        return """
+            apiVersion: sluice/v1
+            kind: TenantPolicy
+            metadata:
+              name: \(name)
+            spec:
+              identity:
+                uids: [\(uid)]
+              memoryAccess: [localWrite, remoteWrite, remoteRead, remoteAtomic]
+              operations: \(all)
+              peers:
+            \(peerLines)\(extra)
+            """
+    }
+
+    convenience init(tenants: [String] = ["alpha", "beta"], uid: UInt32 = getuid()) throws {
+        var policies: [String: String] = [:]
+        for t in tenants { policies[t] = RouterProcess.permissive(t, uid: uid) }
+        try self.init(policies: policies)
+    }
+
+    init(policies: [String: String]) throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-test-\(UUID().uuidString.prefix(8))")
         runtimeDir = base.appendingPathComponent("run").path
         policiesDir = base.appendingPathComponent("policies").path
         try FileManager.default.createDirectory(atPath: policiesDir, withIntermediateDirectories: true)
-        for t in tenants {
-            let yaml = """
-                apiVersion: sluice/v1
-                kind: TenantPolicy
-                metadata:
-                  name: \(t)
-                spec:
-                  identity:
-                    uids: [\(uid)]
-
-                """
+        for (t, yaml) in policies {
             try yaml.write(toFile: "\(policiesDir)/\(t).yaml", atomically: true, encoding: .utf8)
         }
         process.executableURL = URL(fileURLWithPath: Paths.router)
@@ -111,6 +130,27 @@ final class RouterProcess {
             s = try status()
         }
         return s
+    }
+
+    /// Writes (or, with nil, removes) one tenant's policy file.
+    func writePolicy(_ tenant: String, _ yaml: String?) throws {
+        let path = "\(policiesDir)/\(tenant).yaml"
+        if let yaml {
+            try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        } else {
+            try FileManager.default.removeItem(atPath: path)
+        }
+    }
+
+    /// SIGHUP: reload the policy directory. Waits until the router recorded
+    /// the outcome (a policy.reload record, allowed or denied).
+    func reload() {
+        let before = auditRecords().filter { ($0["event"] as? String) == "policy.reload" }.count
+        kill(process.processIdentifier, SIGHUP)
+        let deadline = Date().addingTimeInterval(10)
+        while auditRecords().filter({ ($0["event"] as? String) == "policy.reload" }).count == before && Date() < deadline {
+            usleep(10_000)
+        }
     }
 
     /// SIGTERM, then the exit status.

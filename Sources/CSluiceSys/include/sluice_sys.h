@@ -51,9 +51,10 @@ int sluice_epoll_del(int epfd, int fd);
 /* Waits up to timeout_ms (-1: forever); stores the ready tags. */
 int sluice_epoll_wait(int epfd, uint64_t *tags, int max, int timeout_ms);
 
-/* Blocks SIGTERM and SIGINT for this thread and returns a signalfd
+/* Blocks SIGTERM, SIGINT and SIGHUP for this thread and returns a signalfd
  * (non-blocking, close-on-exec) that reports them. */
 int sluice_stop_signals_fd(void);
-/* Reads every pending signal from such a signalfd; returns how many. */
+/* Reads every pending signal from such a signalfd; returns a bit set:
+ * 1 = SIGTERM or SIGINT (stop), 2 = SIGHUP (reload). */
 int sluice_drain_signals(int sfd);
 #endif
