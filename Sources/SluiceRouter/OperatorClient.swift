@@ -8,6 +8,25 @@ import CSluiceSys
 public enum OperatorClient {
     /// Asks the router for its status; returns the JSON bytes.
     public static func status(socketPath: String) throws -> [UInt8] {
+        let answer = try request(socketPath: socketPath, opcode: SLUICE_OP_STATUS.rawValue)
+        guard answer.status == 0 else { throw SystemError("router refused the status request: \(answer.reason)", answer.status) }
+        return answer.body
+    }
+
+    /// Asks the router to reload its policy directory. Returns whether it
+    /// did and the router's message (every error, when it did not).
+    public static func reloadPolicies(socketPath: String) throws -> (ok: Bool, message: String) {
+        let answer = try request(socketPath: socketPath, opcode: SLUICE_OP_RELOAD_POLICY.rawValue)
+        return (answer.status == 0, String(decoding: answer.body, as: UTF8.self))
+    }
+
+    public struct Answer {
+        public var status: Int32
+        public var reason: String
+        public var body: [UInt8]
+    }
+
+    static func request(socketPath: String, opcode: UInt32) throws -> Answer {
         let fd = try Sys.retrying("socket") { socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         defer { Sys.close(fd) }
         var addr = sockaddr_un()
@@ -22,7 +41,7 @@ public enum OperatorClient {
         var req = sluice_status_req()
         req.hdr.magic = SLUICE_WIRE_MAGIC
         req.hdr.version = UInt16(SLUICE_WIRE_VERSION)
-        req.hdr.opcode = UInt16(SLUICE_OP_STATUS.rawValue)
+        req.hdr.opcode = UInt16(opcode)
         req.hdr.length = UInt32(MemoryLayout<sluice_status_req>.size)
         req.hdr.seq = 1
         let sent = withUnsafeBytes(of: req) { sluice_send_fds(fd, $0.baseAddress, $0.count, nil, 0) }
@@ -30,13 +49,13 @@ public enum OperatorClient {
         let cap = MemoryLayout<sluice_reply_hdr>.size + Int(SLUICE_STATUS_MAX)
         var buf = [UInt8](repeating: 0, count: cap)
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, 5000) == 1 else { throw SystemError("no answer within 5 s", ETIMEDOUT) }
+        guard poll(&pfd, 1, 30_000) == 1 else { throw SystemError("no answer within 30 s", ETIMEDOUT) }
         var fds: [Int32] = [-1, -1, -1, -1]
         var nfds: Int32 = 0, truncated: Int32 = 0
         let n = buf.withUnsafeMutableBytes { sluice_recv_fds(fd, $0.baseAddress, $0.count, &fds, 0, &nfds, &truncated) }
         guard n >= MemoryLayout<sluice_reply_hdr>.size, truncated == 0 else { throw SystemError("short or oversized answer", EPROTO) }
         let rep = buf.withUnsafeBytes { $0.loadUnaligned(as: sluice_reply_hdr.self) }
-        guard rep.status == 0 else { throw SystemError("router refused the status request", rep.status) }
-        return Array(buf[MemoryLayout<sluice_reply_hdr>.size..<Int(n)])
+        let reason = withUnsafeBytes(of: rep.reason) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        return Answer(status: rep.status, reason: reason, body: Array(buf[MemoryLayout<sluice_reply_hdr>.size..<Int(n)]))
     }
 }

@@ -471,18 +471,29 @@ public final class Router {
         }
         guard n >= MemoryLayout<sluice_msg_hdr>.size else { return }
         let hdr = buf.withUnsafeBytes { $0.loadUnaligned(as: sluice_msg_hdr.self) }
-        let json = statusJSON()
         var status: Int32 = 0
         var reason = ""
-        if hdr.magic != SLUICE_WIRE_MAGIC || hdr.version != SLUICE_WIRE_VERSION || hdr.opcode != UInt16(SLUICE_OP_STATUS.rawValue) {
+        var body: [UInt8] = []
+        if hdr.magic != SLUICE_WIRE_MAGIC || hdr.version != SLUICE_WIRE_VERSION {
             status = EINVAL
-            reason = "the operator socket answers STATUS requests only"
+            reason = "not a Sluice operator request"
+        } else if hdr.opcode == UInt16(SLUICE_OP_STATUS.rawValue) {
+            body = statusJSON()
+        } else if hdr.opcode == UInt16(SLUICE_OP_RELOAD_POLICY.rawValue) {
+            let (ok, message) = reloadPolicies(requestedBy: "sluice policy reload")
+            if !ok {
+                status = EINVAL
+                reason = "the policies were not reloaded; the old ones stay in force"
+            }
+            body = Array(message.utf8)
+        } else {
+            status = EOPNOTSUPP
+            reason = "the operator socket answers STATUS and RELOAD_POLICY"
         }
+        body = Array(body.prefix(Int(SLUICE_STATUS_MAX)))
         var rep = sluice_reply_hdr()
-        fillReplyHeader(&rep, request: hdr, length: MemoryLayout<sluice_reply_hdr>.size + (status == 0 ? json.count : 0),
-                        status: status, reason: reason)
-        var out = withUnsafeBytes(of: rep) { Array($0) }
-        if status == 0 { out += json.prefix(Int(SLUICE_STATUS_MAX)) }
+        fillReplyHeader(&rep, request: hdr, length: MemoryLayout<sluice_reply_hdr>.size + body.count, status: status, reason: reason)
+        let out = withUnsafeBytes(of: rep) { Array($0) } + body
         _ = out.withUnsafeBytes { sluice_send_fds(fd, $0.baseAddress, $0.count, nil, 0) }
     }
 

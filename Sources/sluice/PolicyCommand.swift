@@ -1,12 +1,43 @@
 import ArgumentParser
 import Foundation
 import SluicePolicy
+import SluiceRouter
 
 struct Policy: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check tenant policy files, and ask what a policy allows.",
-        // `reload` (ask a running router to reload its policies) joins these.
-        subcommands: [Lint.self, Explain.self])
+        abstract: "Check tenant policy files, ask what a policy allows, reload a running router's policies.",
+        subcommands: [Lint.self, Explain.self, Reload.self])
+
+    struct Reload: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Ask a running router to reload its policy directory (as SIGHUP does).",
+            discussion: """
+                The router loads every file again; only if all are valid do the new policies take \
+                effect, at once and as a whole. What a reload withdraws applies to what exists: \
+                sessions no longer admitted are closed, connections no longer allowed move to ERR. \
+                If any file is invalid nothing changes, and every error is printed (and audited). \
+                Exit status: 0 when reloaded, 1 otherwise.
+                """)
+
+        @Option(name: .customLong("runtime-dir"), help: ArgumentHelp("The router's runtime directory.", valueName: "dir"))
+        var runtimeDir = "/run/sluice"
+
+        func run() throws {
+            let answer: (ok: Bool, message: String)
+            do {
+                answer = try OperatorClient.reloadPolicies(socketPath: runtimeDir + "/control.sock")
+            } catch {
+                FileHandle.standardError.write("sluice: cannot reach the router at \(runtimeDir)/control.sock: \(error)\n".data(using: .utf8)!)
+                throw ExitCode(1)
+            }
+            if answer.ok {
+                print(answer.message)
+            } else {
+                FileHandle.standardError.write("sluice: the router kept its old policies:\n\(answer.message)\n".data(using: .utf8)!)
+                throw ExitCode(1)
+            }
+        }
+    }
 
     struct Lint: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -18,6 +18,11 @@ enum Paths {
 
     static var router: String { products.appendingPathComponent("sluice-router").path }
 
+    static var sluiceCLI: String? {
+        let p = products.appendingPathComponent("sluice").path
+        return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+    }
+
     /// libsluice-verbs.so as `make` builds it; built here if missing so that a
     /// plain `swift test` works too.
     static let verbsLibrary: String = {

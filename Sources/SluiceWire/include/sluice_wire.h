@@ -74,6 +74,7 @@ enum sluice_opcode {
 	SLUICE_OP_QUERY_QP = 13,
 	SLUICE_OP_DESTROY_QP = 14,
 	SLUICE_OP_STATUS = 15,         /* operator socket only; reply is JSON text */
+	SLUICE_OP_RELOAD_POLICY = 16,  /* operator socket only; reply is a message */
 };
 
 /* Handles are per-session table indices minted by the router; 0 is never a
