@@ -262,6 +262,42 @@ final class WriterTests: XCTestCase {
         XCTAssertThrowsError(try AuditWriter(.test(dir.file("audit.log"), key: open))) { XCTAssertTrue("\($0)".contains("chmod 600"), "\($0)") }
     }
 
+    func testFailedWritesAreCutBackAndReportedAsLoss() throws {
+        // RLIMIT_FSIZE makes writes past 3000 bytes fail (EFBIG) part-way,
+        // as a full disk would.
+        let dir = try TempDir()
+        let path = dir.file("audit.log")
+        let w = try AuditWriter(.test(path))
+        w.flush()
+        signal(SIGXFSZ, SIG_IGN)
+        var saved = rlimit()
+        getrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
+        var limited = saved
+        limited.rlim_cur = 3000
+        setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limited)
+        for i in 0..<30 {
+            w.record(event: "control", tenant: "alpha", verb: "reg_mr", decision: .deny, reason: "record \(i) " + String(repeating: "x", count: 100))
+            if i % 5 == 4 { w.flush() }
+        }
+        w.flush()
+        setrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
+        signal(SIGXFSZ, SIG_DFL)
+        XCTAssertGreaterThan(w.statistics.writeErrors, 0)
+        w.record(event: "control", tenant: "alpha", reason: "after")
+        w.close()
+
+        let result = AuditVerifier().verify(files: [path])
+        XCTAssertTrue(result.ok, "the failed writes left no torn record: \(result.problems)")
+        let records = try Log.records(path)
+        let losses = records.filter { $0.event == "audit.loss" }
+        XCTAssertEqual(losses.count, 1)
+        XCTAssertTrue(losses[0].fields["cause"]?.hasPrefix("write failed: ") ?? false, "\(losses[0].fields)")
+        let written = records.filter { $0.event == "control" && $0.reason != "after" }.count
+        XCTAssertEqual(written + Int(losses[0].fields["lost"]!)!, 30, "every record is either in the file or counted as lost")
+        XCTAssertEqual(losses[0].fields["lostByTenant"], "alpha=\(30 - written)")
+        XCTAssertEqual(records.last?.event, "audit.close")
+    }
+
     func testConcurrentWritersKeepOneChain() throws {
         let dir = try TempDir()
         let w = try AuditWriter(.test(dir.file("audit.log")))
