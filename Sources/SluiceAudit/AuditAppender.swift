@@ -129,15 +129,10 @@ final class AuditAppender {
         fd = try AuditSys.open(path, O_RDWR | O_APPEND | O_CREAT)
         size = Int64(try AuditSys.status(of: fd, path: path).st_size)
         var resumedFrom: String?
+        var torn: FileTail?
         if size > 0 {
             let tail = try FileTail.read(fd: fd, path: path, size: size, lines: 1)
-            if !tail.torn.isEmpty {
-                try AuditSys.truncate(fd, to: tail.tornOffset, path: path)
-                size = tail.tornOffset
-                openFields["tornTailBytes"] = String(tail.torn.count)
-                openFields["tornTailOffset"] = String(tail.tornOffset)
-                openFields["tornTail"] = String(decoding: tail.torn.prefix(512), as: UTF8.self)
-            }
+            if !tail.torn.isEmpty { torn = tail }
             if let last = tail.lines.last {
                 try resume(from: last.bytes, file: path, offset: last.offset)
                 resumedFrom = AuditSys.baseName(of: path)
@@ -154,6 +149,15 @@ final class AuditAppender {
             }
             try resume(from: last.bytes, file: rotated.path, offset: last.offset)
             resumedFrom = AuditSys.baseName(of: rotated.path)
+        }
+        // Only now that the chain can be continued, cut the torn tail (its
+        // bytes go into audit.open): a refusal above leaves the file as found.
+        if let torn {
+            try AuditSys.truncate(fd, to: torn.tornOffset, path: path)
+            size = torn.tornOffset
+            openFields["tornTailBytes"] = String(torn.torn.count)
+            openFields["tornTailOffset"] = String(torn.tornOffset)
+            openFields["tornTail"] = String(decoding: torn.torn.prefix(512), as: UTF8.self)
         }
         committed = (seq, head, size)
         openFields["continues"] = resumedFrom.map { "seq \(seq) in \($0)" } ?? "new log"

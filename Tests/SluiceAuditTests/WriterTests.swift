@@ -238,11 +238,13 @@ final class WriterTests: XCTestCase {
     func testRefusesToContinueALogWhoseLastLineIsNotARecord() throws {
         let dir = try TempDir()
         let path = dir.file("audit.log")
-        try Log.write(["hello"], to: path)
+        let found = Array("hello\n{\"torn".utf8)
+        try Log.writeBytes(found, to: path)
         XCTAssertThrowsError(try AuditWriter(.test(path))) { e in
             XCTAssertTrue("\(e)".contains("is not an audit record"), "\(e)")
             XCTAssertTrue("\(e)".contains("sluice audit verify"), "\(e)")
         }
+        XCTAssertEqual(try Log.bytes(path), found, "left as found, torn tail included")
     }
 
     func testConfigurationErrors() throws {
