@@ -38,11 +38,11 @@ let package = Package(
         .target(name: "CSluiceSys"),
         .target(
             name: "SluiceRouter",
-            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", "SluiceAudit", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .executableTarget(
             name: "sluice-router",
-            dependencies: ["SluiceRouter", "SluicePolicy", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SluiceRouter", "SluicePolicy", "SluiceAudit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "sluice",

@@ -5,6 +5,7 @@ import Foundation
 import SluiceWire
 import CSluiceSys
 import SluicePolicy
+import SluiceAudit
 
 public struct RouterConfig {
     /// Tenant sockets are `<runtimeDir>/tenants/<tenant>.sock`; the operator
@@ -14,7 +15,10 @@ public struct RouterConfig {
     public var policies: PolicySet
     /// Where `policies` came from; SIGHUP and `sluice policy reload` load it again.
     public var policyDirectory: String?
-    public var eventLogPath: String
+    /// The tamper-evident audit log.
+    public var audit: AuditConfiguration
+    /// How often counted data-path allows are written as summary records.
+    public var summaryNanos: UInt64 = 10_000_000_000
     /// How long the data-path poller spins without work before it sleeps.
     /// Short by default: where tenants busy-poll on as many cores as there
     /// are, a spinning router takes the core a tenant needs to answer
@@ -31,11 +35,11 @@ public struct RouterConfig {
     public var maxPD: UInt32 = 16384
     public var maxMRSize: UInt64 = 1 << 40
 
-    public init(runtimeDir: String, policies: PolicySet, policyDirectory: String? = nil, eventLogPath: String) {
+    public init(runtimeDir: String, policies: PolicySet, policyDirectory: String? = nil, audit: AuditConfiguration) {
         self.runtimeDir = runtimeDir
         self.policies = policies
         self.policyDirectory = policyDirectory
-        self.eventLogPath = eventLogPath
+        self.audit = audit
     }
 }
 
@@ -74,15 +78,17 @@ public final class Router {
     public init(config: RouterConfig) throws {
         self.config = config
         engine = PolicyEngine(config.policies)
+        // SIGTERM, SIGINT and SIGHUP arrive as readable events, never as
+        // interruptions. Blocked before any thread starts (the audit writer's
+        // inherits the mask), or a signal could kill the router from there.
+        signalFD = try Sys.retrying("signalfd") { sluice_stop_signals_fd() }
         for dir in [config.runtimeDir, config.runtimeDir + "/tenants"] {
             if mkdir(dir, 0o755) != 0 && errno != EEXIST {
                 throw SystemError("mkdir(\(dir))", errno)
             }
         }
-        log = try EventLog(path: config.eventLogPath)
+        log = try EventLog(config.audit)
         epfd = try Sys.retrying("epoll_create1") { sluice_epoll_create() }
-        // SIGTERM and SIGINT arrive as readable events, never as interruptions.
-        signalFD = try Sys.retrying("signalfd") { sluice_stop_signals_fd() }
         try watch(signalFD, Router.tag(.signal, 0))
         try openSockets()
     }
@@ -174,8 +180,13 @@ public final class Router {
         recordPolicyLoad(event: "policy.load", engine.policies)
         var idleSince = Sys.monotonicNanos()
         var spins: UInt64 = 0
+        var nextSummary = idleSince + config.summaryNanos
         while running {
             let now = Sys.monotonicNanos()
+            if now >= nextSummary {
+                writeSummaries()
+                nextSummary = now + config.summaryNanos
+            }
             if fabric.pollOnce(now: now, router: self) {
                 idleSince = now
                 spins &+= 1
@@ -197,7 +208,9 @@ public final class Router {
                 continue
             }
             var timeout: Int32 = -1
-            if let deadline = fabric.nextDeadline() {
+            var wake = fabric.nextDeadline()
+            if sessions.values.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
+            if let deadline = wake {
                 let t = Sys.monotonicNanos()
                 timeout = deadline <= t ? 0 : Int32(min((deadline - t + 999_999) / 1_000_000, 60_000))
             }
@@ -240,7 +253,9 @@ public final class Router {
 
     private func shutdown() {
         for s in Array(sessions.values) { closeSession(s, reason: "router stopping") }
+        writeSummaries()
         log.record(event: "router.stop")
+        log.close()
         for name in listeners.values { unlink(socketPath(name)) }
         unlink(config.runtimeDir + "/control.sock")
     }
@@ -380,6 +395,8 @@ public final class Router {
         s.cqs = HandleTable()
         s.channels = HandleTable()
         s.pds = HandleTable()
+        log.carry(tenant: s.tenant, allows: s.allows)
+        s.allows = 0
         unwatch(s.fd)
         unwatch(s.doorbellRead)
         Sys.close(s.fd)
@@ -389,6 +406,17 @@ public final class Router {
         endpointsByIPv4[s.ipv4] = nil
         log.record(event: "session.close", subject: s.subject, reason: reason,
                    fields: ["reclaimed": counts.sorted(by: { $0.key < $1.key }).map { "\($0.key)=\($0.value)" }.joined(separator: ",")])
+    }
+
+    /// Data-path allows are counted per session (one add per work request)
+    /// and written per tenant here.
+    func writeSummaries() {
+        var live: [String: UInt64] = [:]
+        for s in sessions.values where s.allows > 0 {
+            live[s.tenant, default: 0] &+= s.allows
+            s.allows = 0
+        }
+        log.writeSummaries(live: live)
     }
 
     func destroyQP(_ qp: QueuePair, in s: Session) {
@@ -520,7 +548,8 @@ public final class Router {
             "fds": Sys.openFDCount(),
             "mappings": SharedMapping.live,
             "mappedBytes": SharedMapping.liveBytes,
-            "dataPath": ["allowsCounted": log.countedAllows, "queuePairsPolled": fabric.count],
+            "dataPath": ["allowsCounted": log.countedAllows + sessions.values.reduce(0) { $0 + $1.allows },
+                         "queuePairsPolled": fabric.count],
         ]
         let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
         return Array(data)

@@ -26,6 +26,8 @@ final class Session {
     var doorbellWrite: Int32
     var opened = false
     var closed = false
+    /// Work requests completed since the last audit summary.
+    var allows: UInt64 = 0
 
     var pds = HandleTable<ProtectionDomain>()
     var mrs = HandleTable<MemoryRegion>()

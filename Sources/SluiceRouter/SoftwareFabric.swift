@@ -95,7 +95,7 @@ final class SoftwareFabric {
                 qp.held = nil
                 qp.stall = nil
                 qp.consumeSend()
-                router.log.countAllow()
+                qp.session.allows &+= 1
                 did = true
             case .failed:
                 qp.consumeSend()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceAudit
 import SluicePolicy
 import SluiceRouter
 
@@ -26,8 +27,20 @@ struct SluiceRouterCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Directory of tenant policy files (*.yaml).", valueName: "dir"))
     var policies = "/etc/sluice/policies"
 
-    @Option(name: .customLong("audit-log"), help: ArgumentHelp("Event log file (JSON Lines, appended). Default: <runtime-dir>/audit.log.", valueName: "file"))
+    @Option(name: .customLong("audit-log"), help: ArgumentHelp("Audit log (hash-chained JSON Lines, appended). Default: <runtime-dir>/audit.log.", valueName: "file"))
     var auditLog: String?
+
+    @Option(name: .customLong("audit-key"), help: ArgumentHelp("HMAC key file for signed audit checkpoints; without it, no checkpoints (truncation of the log's tail is then undetectable).", valueName: "file"))
+    var auditKey: String?
+
+    @Option(name: .customLong("audit-checkpoints"), help: ArgumentHelp("Checkpoint file (needs --audit-key). Default: <audit-log>.checkpoints.", valueName: "file"))
+    var auditCheckpoints: String?
+
+    @Option(name: .customLong("audit-fsync-ms"), help: ArgumentHelp("Longest a written audit record waits for fsync; 0 = after every batch.", valueName: "ms"))
+    var auditFsyncMillis: Int = 100
+
+    @Option(name: .customLong("audit-rotate-bytes"), help: ArgumentHelp("Rotate the audit log once it holds this many bytes (0 = never); the chain continues across files.", valueName: "bytes"))
+    var auditRotateBytes: Int64 = 0
 
     @Option(name: .customLong("spin-us"), help: ArgumentHelp(
         "Microseconds the data-path poller spins without work before it sleeps. Raise it when the router has a core to itself; keep it short when tenants busy-poll on every core.",
@@ -44,8 +57,10 @@ struct SluiceRouterCommand: ParsableCommand {
         if set.tenants.isEmpty {
             fail("no tenant policies (*.yaml) in \(policies)")
         }
-        var config = RouterConfig(runtimeDir: runtimeDir, policies: set, policyDirectory: policies,
-                                  eventLogPath: auditLog ?? runtimeDir + "/audit.log")
+        var audit = AuditConfiguration(path: auditLog ?? runtimeDir + "/audit.log", checkpointPath: auditCheckpoints, keyFile: auditKey)
+        audit.fsyncInterval = .milliseconds(auditFsyncMillis)
+        audit.rotateBytes = auditRotateBytes
+        var config = RouterConfig(runtimeDir: runtimeDir, policies: set, policyDirectory: policies, audit: audit)
         config.spinNanos = spinMicros * 1000
         let router: Router
         do {

@@ -171,7 +171,18 @@ final class RouterProcess {
         return String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     }
 
+    /// The audit log's records. The router's audit writer runs on its own
+    /// thread behind a queue, so this waits until the file stops growing
+    /// (50 ms without change, at most 3 s) before it reads.
     func auditRecords() -> [[String: Any]] {
+        var last = -1
+        let deadline = Date().addingTimeInterval(3)
+        while Date() < deadline {
+            let size = (try? FileManager.default.attributesOfItem(atPath: auditLog)[.size] as? Int) ?? 0
+            if size == last { break }
+            last = size
+            usleep(50_000)
+        }
         guard let text = try? String(contentsOfFile: auditLog, encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
