@@ -83,7 +83,7 @@ final class RouterProcess {
         try self.init(policies: policies)
     }
 
-    init(policies: [String: String]) throws {
+    init(policies: [String: String], extraArguments: [String] = []) throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-test-\(UUID().uuidString.prefix(8))")
         runtimeDir = base.appendingPathComponent("run").path
         policiesDir = base.appendingPathComponent("policies").path
@@ -92,7 +92,7 @@ final class RouterProcess {
             try yaml.write(toFile: "\(policiesDir)/\(t).yaml", atomically: true, encoding: .utf8)
         }
         process.executableURL = URL(fileURLWithPath: Paths.router)
-        process.arguments = ["--runtime-dir", runtimeDir, "--policies", policiesDir, "--audit-log", auditLog]
+        process.arguments = ["--runtime-dir", runtimeDir, "--policies", policiesDir, "--audit-log", auditLog] + extraArguments
         process.standardError = errPipe
         try process.run()
         let deadline = Date().addingTimeInterval(10)
