@@ -52,7 +52,8 @@ let package = Package(
         // `make bench`: Sluice beside baselines measured in the same run.
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["SluiceVerbs", "SluiceRouter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SluiceVerbs", "SluiceRouter", "SluicePolicy", "SluiceAudit",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SluicePolicyTests", dependencies: ["SluicePolicy"], resources: [.copy("Corpus")]),
         .testTarget(name: "SluiceAuditTests", dependencies: ["SluiceAudit"]),
