@@ -27,10 +27,11 @@ extension Router {
         rep.max_inline = SLUICE_MAX_INLINE
         rep.active_mtu = 5 // IBV_MTU_4096
         withUnsafeMutableBytes(of: &rep.tenant) { $0.copyBytes(from: Array(s.tenant.utf8.prefix(63))) }
-        let fds = [s.pageFD, s.doorbellWrite]
+        let fds = [s.pageFD, s.doorbellWrite, s.asyncRead]
         // The reply sender closes these after passing them on.
         s.pageFD = -1
         s.doorbellWrite = -1
+        s.asyncRead = -1
         s.opened = true
         return Reply(rep, fds: fds, object: "endpoint lid=\(s.lid)")
     }

@@ -4,6 +4,7 @@ import Glibc
 import Crypto
 import Foundation
 import SluicePolicy
+import SluiceWire
 
 /// What one tenant holds at once, over all its sessions: the quotas' inputs.
 struct TenantUsage {
@@ -94,6 +95,7 @@ extension Router {
                                object: "qpn 0x\(String(qp.qpn, radix: 16))", decision: .deny, rule: d.rule,
                                reason: "connection withdrawn by a policy reload: " + Router.reason(d))
                     enter(qp, .error)
+                    s.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
                 }
             }
         }

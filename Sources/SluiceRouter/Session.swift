@@ -24,6 +24,12 @@ final class Session {
     var pageFD: Int32
     let doorbellRead: Int32
     var doorbellWrite: Int32
+    /// Async events: the router keeps the pipe's non-blocking write end.
+    let asyncWrite: Int32
+    var asyncRead: Int32
+    private var asyncProd: UInt32 = 0
+    /// Async events dropped because the tenant did not read them.
+    var asyncDropped = 0
     var opened = false
     var closed = false
     /// Work requests completed since the last audit summary.
@@ -49,12 +55,22 @@ final class Session {
         self.gid = gid
         self.lid = lid
         self.ipv4 = ipv4
-        pageFD = try Sys.memfdCreate("sluice-session", size: Int(SLUICE_SESSION_PAGE_SIZE))
+        // Every fd is created before any is stored, so a failure part-way
+        // closes what was made (a failed init runs no deinit).
+        var made: [Int32] = []
         do {
-            page = try SharedMapping(fd: pageFD, length: Int(SLUICE_SESSION_PAGE_SIZE))
-            (doorbellRead, doorbellWrite) = try Sys.datagramPair()
+            let memfd = try Sys.memfdCreate("sluice-session", size: Int(SLUICE_SESSION_PAGE_SIZE))
+            made.append(memfd)
+            let bell = try Sys.datagramPair()
+            made += [bell.0, bell.1]
+            let events = try Sys.pipe(nonblockingRead: false, nonblockingWrite: true)
+            made += [events.0, events.1]
+            page = try SharedMapping(fd: memfd, length: Int(SLUICE_SESSION_PAGE_SIZE))
+            pageFD = memfd
+            (doorbellRead, doorbellWrite) = bell
+            (asyncRead, asyncWrite) = events
         } catch {
-            Sys.close(pageFD)
+            made.forEach(Sys.close)
             throw error
         }
     }
@@ -63,6 +79,29 @@ final class Session {
         Sys.close(pageFD)
         Sys.close(doorbellRead)
         Sys.close(doorbellWrite)
+        Sys.close(asyncRead)
+        Sys.close(asyncWrite)
+    }
+
+    /// Posts an asynchronous event (ibv_get_async_event) for one of this
+    /// session's QPs. Never blocks: a tenant that does not read its events
+    /// loses the newest ones, counted.
+    func postAsyncEvent(_ type: UInt32, qpn: UInt32) {
+        let p = pagePointer
+        let cons = sluice_load_acquire(&p.pointee.async.cons)
+        guard asyncProd &- cons < SLUICE_ASYNC_RING else {
+            asyncDropped += 1
+            return
+        }
+        withUnsafeMutableBytes(of: &p.pointee.async_events) { raw in
+            // SAFETY: the slot index is masked to the ring's 64 entries.
+            raw.storeBytes(of: sluice_async_event(event_type: type, qp_num: qpn),
+                           toByteOffset: Int(asyncProd & (SLUICE_ASYNC_RING - 1)) * MemoryLayout<sluice_async_event>.stride,
+                           as: sluice_async_event.self)
+        }
+        asyncProd &+= 1
+        sluice_store_release(&p.pointee.async.prod, asyncProd)
+        Sys.signalByte(asyncWrite)
     }
 
     /// After OPEN has handed them to the tenant, the router keeps neither

@@ -226,7 +226,7 @@ static int connect_socket(const char *path)
 int sluice_session_open(struct sluice_context *sctx, const char *path)
 {
 	struct sluice_open_req req = { .abi_version = SLUICE_WIRE_VERSION };
-	int fds[2];
+	int fds[3];
 	void *page;
 	int sock, err;
 
@@ -239,7 +239,7 @@ int sluice_session_open(struct sluice_context *sctx, const char *path)
 	}
 	sctx->vctx.context.cmd_fd = sock;
 	err = sluice_call(sctx, SLUICE_OP_OPEN, &req, sizeof(req), -1,
-			  &sctx->info, sizeof(sctx->info), fds, 2);
+			  &sctx->info, sizeof(sctx->info), fds, 3);
 	if (err) {
 		close(sock);
 		sctx->vctx.context.cmd_fd = -1;
@@ -251,12 +251,14 @@ int sluice_session_open(struct sluice_context *sctx, const char *path)
 	if (page == MAP_FAILED) {
 		err = errno;
 		close(fds[1]);
+		close(fds[2]);
 		close(sock);
 		sctx->vctx.context.cmd_fd = -1;
 		return err;
 	}
 	sctx->session = page;
 	sctx->doorbell_fd = fds[1];
+	sctx->vctx.context.async_fd = fds[2];
 	sctx->info.tenant[sizeof(sctx->info.tenant) - 1] = '\0';
 	return 0;
 }

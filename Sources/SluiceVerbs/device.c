@@ -135,19 +135,14 @@ SLUICE_EXPORT struct ibv_context *ibv_open_device(struct ibv_device *device)
 	}
 	ctx = &sctx->vctx.context;
 	ctx->cmd_fd = -1;
+	ctx->async_fd = -1;
 	sctx->doorbell_fd = -1;
 	pthread_mutex_init(&sctx->ctl_lock, NULL);
+	pthread_mutex_init(&sctx->async_lock, NULL);
 	strcpy(sctx->socket_path, path);
 	sctx->guid = guid_of(path);
 
-	/* Async events: Sluice has none to report yet. An eventfd nobody writes
-	 * makes the fd pollable and ibv_get_async_event() block, as on an idle
-	 * device. */
-	ctx->async_fd = eventfd(0, EFD_CLOEXEC);
-	if (ctx->async_fd < 0) {
-		err = errno;
-		goto fail;
-	}
+	/* The session also brings the async event pipe: async_fd. */
 	err = sluice_session_open(sctx, path);
 	if (err)
 		goto fail;
@@ -165,8 +160,7 @@ SLUICE_EXPORT struct ibv_context *ibv_open_device(struct ibv_device *device)
 	__atomic_add_fetch(&sctx->dev->refcount, 1, __ATOMIC_ACQ_REL);
 	return ctx;
 fail:
-	if (ctx->async_fd >= 0)
-		close(ctx->async_fd);
+	pthread_mutex_destroy(&sctx->async_lock);
 	pthread_mutex_destroy(&sctx->ctl_lock);
 	free(sctx);
 	errno = err;
@@ -181,31 +175,70 @@ SLUICE_EXPORT int ibv_close_device(struct ibv_context *context)
 	sluice_session_close(sctx);
 	close(context->async_fd);
 	pthread_mutex_destroy(&context->mutex);
+	pthread_mutex_destroy(&sctx->async_lock);
 	pthread_mutex_destroy(&sctx->ctl_lock);
 	device_put(sctx->dev);
 	free(sctx);
 	return 0;
 }
 
+/* One byte on async_fd per event the router put in the session page's
+ * async ring (sluice_wire.h). Blocks like libibverbs unless the application
+ * made async_fd non-blocking (then EAGAIN). An event for a QP this process
+ * destroyed meanwhile is skipped. */
 SLUICE_EXPORT int ibv_get_async_event(struct ibv_context *context,
 				      struct ibv_async_event *event)
 {
-	uint64_t v;
+	struct sluice_context *sctx = to_sctx(context);
 
-	(void)event;
-	/* Nothing is ever written to async_fd; a blocking caller waits like on
-	 * a quiet device, a non-blocking one gets EAGAIN. */
 	for (;;) {
-		ssize_t n = read(context->async_fd, &v, sizeof(v));
+		struct sluice_async_event e;
+		struct sluice_qp *qp;
+		uint32_t prod;
+		uint8_t token;
+		ssize_t n = read(context->async_fd, &token, 1);
 
-		if (n < 0 && errno != EINTR)
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
 			return -1;
+		if (n == 0) {
+			errno = EIO; /* the router is gone */
+			return -1;
+		}
+		pthread_mutex_lock(&sctx->async_lock);
+		prod = sluice_load_acquire(&sctx->session->async.prod);
+		if (prod == sctx->async_cons) {
+			pthread_mutex_unlock(&sctx->async_lock);
+			continue;
+		}
+		e = sctx->session->async_events[sctx->async_cons & (SLUICE_ASYNC_RING - 1)];
+		sctx->async_cons++;
+		sluice_store_release(&sctx->session->async.cons, sctx->async_cons);
+		for (qp = sctx->qps; qp; qp = qp->next_in_ctx)
+			if (qp->ibv_qp.qp_num == e.qp_num)
+				break;
+		pthread_mutex_unlock(&sctx->async_lock);
+		if (!qp)
+			continue;
+		memset(event, 0, sizeof(*event));
+		event->element.qp = &qp->ibv_qp;
+		event->event_type = (enum ibv_event_type)e.event_type;
+		return 0;
 	}
 }
 
 SLUICE_EXPORT void ibv_ack_async_event(struct ibv_async_event *event)
 {
-	(void)event;
+	struct ibv_qp *qp;
+
+	if (event->event_type != IBV_EVENT_QP_FATAL)
+		return;
+	qp = event->element.qp;
+	pthread_mutex_lock(&qp->mutex);
+	qp->events_completed++;
+	pthread_cond_signal(&qp->cond);
+	pthread_mutex_unlock(&qp->mutex);
 }
 
 SLUICE_EXPORT int ibv_query_device(struct ibv_context *context,

@@ -50,6 +50,9 @@ struct sluice_context {
 	pthread_mutex_t ctl_lock;      /* one control request outstanding */
 	uint32_t seq;                  /* under ctl_lock */
 	int doorbell_fd;               /* send a datagram to wake the router */
+	pthread_mutex_t async_lock;    /* the async ring's consumer, and `qps` */
+	uint32_t async_cons;           /* private copy of session->async.cons */
+	struct sluice_qp *qps;         /* this context's QPs, for async events */
 	int router_gone;               /* the session socket hung up (atomic) */
 	struct sluice_session_page *session; /* router_asleep lives here */
 	struct sluice_open_rep info;   /* limits, LID, GID from the OPEN reply */
@@ -147,6 +150,7 @@ struct sluice_qp {
 	uint32_t sq_prod, rq_prod;     /* private copies, under the ring's lock */
 	struct ibv_qp_cap cap;         /* actual caps from CREATE_QP */
 	int sq_sig_all;
+	struct sluice_qp *next_in_ctx; /* under the context's async_lock */
 };
 
 static inline struct sluice_qp *to_sqp(struct ibv_qp *qp)
@@ -164,8 +168,9 @@ int sluice_call(struct sluice_context *sctx, uint16_t opcode,
 		void *req, size_t req_size, int send_fd,
 		void *rep, size_t rep_size, int *fds, unsigned int nfds);
 
-/* Connects to `path` and runs OPEN; fills sctx->info, session, doorbell_fd and
- * the context's cmd_fd. Returns 0 or an errno. */
+/* Connects to `path` and runs OPEN; fills sctx->info, session, doorbell_fd,
+ * the context's cmd_fd and its async_fd (the router's async event pipe).
+ * Returns 0 or an errno. */
 int sluice_session_open(struct sluice_context *sctx, const char *path);
 
 /* Closes the session socket and every fd and mapping OPEN created. */

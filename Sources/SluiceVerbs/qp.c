@@ -123,6 +123,14 @@ SLUICE_EXPORT struct ibv_qp *ibv_create_qp(struct ibv_pd *pd,
 	sqp->ibv_qp.qp_type = IBV_QPT_RC;
 	pthread_mutex_init(&sqp->ibv_qp.mutex, NULL);
 	pthread_cond_init(&sqp->ibv_qp.cond, NULL);
+	{
+		struct sluice_context *sctx = to_sctx(pd->context);
+
+		pthread_mutex_lock(&sctx->async_lock);
+		sqp->next_in_ctx = sctx->qps;
+		sctx->qps = sqp;
+		pthread_mutex_unlock(&sctx->async_lock);
+	}
 	return &sqp->ibv_qp;
 fail:
 	free(sqp);
@@ -293,6 +301,19 @@ SLUICE_EXPORT int ibv_destroy_qp(struct ibv_qp *qp)
 	munmap(sqp->shared, sqp->ring_size);
 	pthread_spin_destroy(&sqp->sq_lock);
 	pthread_spin_destroy(&sqp->rq_lock);
+	{
+		struct sluice_context *sctx = to_sctx(qp->context);
+		struct sluice_qp **p;
+
+		pthread_mutex_lock(&sctx->async_lock);
+		for (p = &sctx->qps; *p; p = &(*p)->next_in_ctx) {
+			if (*p == sqp) {
+				*p = sqp->next_in_ctx;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&sctx->async_lock);
+	}
 	pthread_cond_destroy(&qp->cond);
 	pthread_mutex_destroy(&qp->mutex);
 	free(sqp);

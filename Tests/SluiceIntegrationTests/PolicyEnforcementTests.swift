@@ -184,6 +184,18 @@ final class PolicyEnforcementTests: XCTestCase {
         XCTAssertEqual(g.state(qg), IBV_QPS_ERR, "gamma's QP toward delta")
         XCTAssertEqual(d.state(qd), IBV_QPS_ERR, "delta's QP toward gamma")
         XCTAssertEqual(g.state(qx), IBV_QPS_RTS, "a connection the reload still allows is untouched")
+        // And each tenant hears of it as hardware would tell it: IBV_EVENT_QP_FATAL.
+        for (e, qp) in [(g, qg), (d, qd)] {
+            var p = pollfd(fd: e.context.pointee.async_fd, events: Int16(POLLIN), revents: 0)
+            XCTAssertEqual(poll(&p, 1, 5000), 1, "an async event is pending")
+            var ev = ibv_async_event()
+            XCTAssertEqual(ibv_get_async_event(e.context, &ev), 0)
+            XCTAssertEqual(ev.event_type, IBV_EVENT_QP_FATAL)
+            XCTAssertEqual(ev.element.qp, qp)
+            ibv_ack_async_event(&ev)
+        }
+        var p = pollfd(fd: g.context.pointee.async_fd, events: Int16(POLLIN), revents: 0)
+        XCTAssertEqual(poll(&p, 1, 100), 0, "one event per QP, and none for the untouched connection")
         let enforced = router.auditRecords().filter { ($0["event"] as? String) == "policy.enforce" }
         XCTAssertEqual(enforced.count, 2)
     }

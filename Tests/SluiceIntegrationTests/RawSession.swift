@@ -81,10 +81,11 @@ final class RawSession {
         var req = sluice_open_req()
         req.abi_version = SLUICE_WIRE_VERSION
         guard let a = request(req, opcode: SLUICE_OP_OPEN.rawValue), a.status == 0 else { throw XCTSkip("open failed") }
-        XCTAssertEqual(a.fds.count, 2, "OPEN passes the session page and the doorbell")
-        if a.fds.count == 2 {
+        XCTAssertEqual(a.fds.count, 3, "OPEN passes the session page, the doorbell and the async event pipe")
+        if a.fds.count == 3 {
             close(a.fds[0])
             doorbell = a.fds[1]
+            close(a.fds[2])
         }
         return a.body(sluice_open_rep.self)
     }

@@ -32,7 +32,7 @@ extern "C" {
 /* Largest control message either side sends; larger ones are refused. */
 #define SLUICE_MSG_MAX      1024u
 /* Largest number of fds one message carries (SCM_RIGHTS). */
-#define SLUICE_MSG_MAX_FDS  2u
+#define SLUICE_MSG_MAX_FDS  3u
 /* Replies set this bit on the request's opcode. */
 #define SLUICE_REPLY_BIT    0x8000u
 
@@ -87,12 +87,14 @@ struct sluice_open_req {
 	uint32_t abi_version;          /* SLUICE_WIRE_VERSION */
 	uint32_t reserved;
 };
-/* Reply carries 2 fds, in this order: the session page memfd (map it
- * SLUICE_SESSION_PAGE_SIZE bytes, shared, read-write) and the tenant's end of
+/* Reply carries 3 fds, in this order: the session page memfd (map it
+ * SLUICE_SESSION_PAGE_SIZE bytes, shared, read-write); the tenant's end of
  * this session's doorbell, a SOCK_DGRAM socket pair (send any datagram,
- * MSG_NOSIGNAL|MSG_DONTWAIT, to wake the router). Not an eventfd: each end of
- * a pair is its own open file description, so the tenant cannot clear
- * O_NONBLOCK on the end the router keeps and block it. */
+ * MSG_NOSIGNAL|MSG_DONTWAIT, to wake the router); and the read end of the
+ * async event pipe (one byte per event in the session page's async ring; it
+ * becomes the context's async_fd). Not eventfds: each end of a pair or pipe
+ * is its own open file description, so the tenant cannot clear O_NONBLOCK on
+ * the end the router keeps and block it. */
 struct sluice_open_rep {
 	struct sluice_reply_hdr rep;
 	uint8_t gid[16];               /* GID index 0: ::ffff:<virtual IPv4> */
@@ -297,14 +299,26 @@ struct sluice_ring_ctrl {
 	uint8_t pad1[SLUICE_CACHELINE - 4];
 };
 
+/* An asynchronous event (ibv_get_async_event) as the router posts it. */
+struct sluice_async_event {
+	uint32_t event_type;           /* SLUICE_EVENT_* (= IBV_EVENT_*) */
+	uint32_t qp_num;               /* virtual QPN of the QP it concerns */
+};
+#define SLUICE_ASYNC_RING 64u
+
 /* The session page: one per session, created by the router. */
 #define SLUICE_SESSION_PAGE_SIZE SLUICE_PAGE
 struct sluice_session_page {
 	/* Router writes 1 before it sleeps, 0 when it wakes. After publishing
-	 * work, the library issues a full fence and, if this reads 1, writes to
-	 * to the doorbell. */
+	 * work, the library issues a full fence and, if this reads 1, sends a
+	 * datagram on the doorbell. */
 	uint32_t router_asleep;
 	uint8_t pad[SLUICE_CACHELINE - 4];
+	/* Async events: prod by the router, cons by the library. The router
+	 * writes the entry, publishes prod, then writes one byte to the async
+	 * pipe; a full ring drops the event (the router counts it). */
+	struct sluice_ring_ctrl async;
+	struct sluice_async_event async_events[SLUICE_ASYNC_RING];
 };
 
 /* A send work request as the library writes it into the send ring. */
@@ -504,6 +518,9 @@ enum {
 	SLUICE_QPT_RC = 2,
 };
 enum {
+	SLUICE_EVENT_QP_FATAL = 1,
+};
+enum {
 	SLUICE_QP_STATE = 1 << 0,
 	SLUICE_QP_CUR_STATE = 1 << 1,
 	SLUICE_QP_EN_SQD_ASYNC_NOTIFY = 1 << 2,
@@ -536,6 +553,7 @@ _Static_assert(sizeof(struct sluice_cqe) == 48, "cqe");
 _Static_assert(sizeof(struct sluice_ring_ctrl) == 128, "ring ctrl");
 _Static_assert(sizeof(struct sluice_qp_shared) <= SLUICE_PAGE, "qp page");
 _Static_assert(sizeof(struct sluice_cq_shared) <= SLUICE_PAGE, "cq page");
+_Static_assert(sizeof(struct sluice_session_page) <= SLUICE_SESSION_PAGE_SIZE, "session page");
 _Static_assert(sizeof(struct sluice_open_rep) <= SLUICE_MSG_MAX, "open rep");
 _Static_assert(sizeof(struct sluice_modify_qp_req) <= SLUICE_MSG_MAX, "modify req");
 _Static_assert(sizeof(struct sluice_query_qp_rep) <= SLUICE_MSG_MAX, "query rep");
