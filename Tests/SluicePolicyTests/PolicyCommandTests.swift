@@ -185,7 +185,8 @@ final class PolicyCommandTests: XCTestCase {
         let r = try sluice("policy", "--help")
         XCTAssertEqual(r.status, 0)
         XCTAssertEqual(r.stdout, """
-            OVERVIEW: Check tenant policy files, and ask what a policy allows.
+            OVERVIEW: Check tenant policy files, ask what a policy allows, reload a running
+            router's policies.
 
             USAGE: sluice policy <subcommand>
 
@@ -197,6 +198,8 @@ final class PolicyCommandTests: XCTestCase {
                                       each error with its place.
               explain                 Say whether a tenant's policy allows a request, and
                                       which rule decides.
+              reload                  Ask a running router to reload its policy directory
+                                      (as SIGHUP does).
 
               See 'sluice help policy <subcommand>' for detailed help.
 
