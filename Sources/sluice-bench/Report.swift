@@ -18,6 +18,8 @@ struct Table {
     let title: String
     let columns: [String]
     private(set) var rows: [(label: String, cells: [String]?, note: String?)] = []
+    /// Lines printed under the rows: what a reader needs to read the figures.
+    private(set) var notes: [String] = []
 
     init(title: String, columns: [String]) {
         self.title = title
@@ -26,6 +28,7 @@ struct Table {
 
     mutating func add(_ label: String, _ cells: [String]) { rows.append((label, cells, nil)) }
     mutating func addFailure(_ label: String, _ reason: String) { rows.append((label, nil, reason)) }
+    mutating func addNote(_ line: String) { notes.append(line) }
 
     func render() -> String {
         let labelWidth = max(title.count, rows.map { $0.label.count + 2 }.max() ?? 0) + 2
@@ -42,6 +45,7 @@ struct Table {
             }
             out += "\n"
         }
+        for n in notes { out += "  note: " + n + "\n" }
         return out
     }
 }
@@ -50,6 +54,7 @@ enum Format {
     static func micros(_ v: Double) -> String { String(format: v < 100 ? "%.2f" : "%.1f", v) }
     static func gbps(_ v: Double) -> String { String(format: "%.2f", v) }
     static func count(_ v: Double) -> String { String(format: "%.0f", v) }
+    static func nanos(_ v: Double) -> String { String(format: v < 10 ? "%.2f" : v < 100 ? "%.1f" : "%.0f", v) }
 }
 
 enum CSV {

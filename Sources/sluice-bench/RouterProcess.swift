@@ -18,7 +18,10 @@ final class RouterProcess {
     /// How the process ended, once it has been reaped.
     private var endedWith: String?
 
-    var tenantSocket: String { "\(runtimeDir)/tenants/\(tenant).sock" }
+    var tenantSocket: String { socket(for: tenant) }
+    var auditLogPath: String { runtimeDir + "/audit.log" }
+
+    func socket(for tenant: String) -> String { "\(runtimeDir)/tenants/\(tenant).sock" }
 
     /// The `sluice-router` built next to this executable.
     static func siblingExecutable() throws -> String {
@@ -42,7 +45,7 @@ final class RouterProcess {
         logPath = runtimeDir + "/router.log"
 
         var args = [executable, "--runtime-dir", runtimeDir, "--policies", policies,
-                    "--audit-log", runtimeDir + "/audit.log"]
+                    "--audit-log", auditLogPath]
         if let spinMicros { args += ["--spin-us", String(spinMicros)] }
         pid = try Self.spawn(args, output: logPath)
         routerPIDForSignals = pid

@@ -16,7 +16,8 @@ struct LatencyPlan {
 
 /// How much a bandwidth measurement moves: `operations` messages of
 /// `messageBytes`, `window` of them in flight, after `warmup` untimed ones;
-/// cut short after `maxSeconds`.
+/// cut short after `maxSeconds`. One request in `signalEvery` asks for a
+/// completion (and the last one always does).
 struct BandwidthPlan {
     var messageBytes: Int
     var window: Int
@@ -24,6 +25,7 @@ struct BandwidthPlan {
     var operations: Int
     var maxSeconds: Double
     var maxWarmupSeconds: Double
+    var signalEvery: Int = 1
 }
 
 enum SluiceMeasurements {
@@ -140,15 +142,21 @@ enum SluiceMeasurements {
         }
     }
 
-    /// RDMA WRITE bandwidth on one RC QP: `window` signaled writes in
-    /// flight, each into its own slot of the peer's region. One thread
+    /// RDMA WRITE bandwidth on one RC QP: `window` writes in flight (one in
+    /// `signalEvery` signaled), each into its own slot of the peer's region. One thread
     /// drives it; the target side is passive, as RDMA WRITE needs no
     /// receiver. At the end the target must hold what the source holds.
     static func writeBandwidth(socket: String, plan: BandwidthPlan) throws -> Throughput {
         let span = plan.messageBytes * plan.window
         var opened: [VerbsEndpoint] = []
         defer { for e in opened { try? e.release() } }
-        let writer = try VerbsEndpoint(socket: socket, shape: .init(bufferBytes: span, recvDepth: 1), psn: 0x3000)
+        // The router publishes a request's completion a moment before it
+        // frees the request's slot in the send queue, so a window as deep as
+        // the queue can find it full (ENOMEM): the queue has room for two.
+        let writer = try VerbsEndpoint(
+            socket: socket,
+            shape: .init(bufferBytes: span, sendDepth: UInt32(max(64, 2 * plan.window)), recvDepth: 1),
+            psn: 0x3000)
         opened.append(writer)
         let target = try VerbsEndpoint(
             socket: socket,
@@ -179,12 +187,14 @@ enum SluiceMeasurements {
                                  operations: Int, maxNanos: UInt64) throws -> Throughput {
         var watch = StallWatch()
         var posted = 0, completed = 0, target = operations
+        let every = max(1, plan.signalEvery)
         let start = monotonicNanos()
         while completed < target {
             while posted < target && posted - completed < plan.window {
                 let offset = (posted % plan.window) * plan.messageBytes
                 try wr.postSend(wrID: UInt64(posted), opcode: IBV_WR_RDMA_WRITE, offset: offset,
                                 length: UInt32(plan.messageBytes),
+                                signaled: (posted + 1) % every == 0 || posted + 1 == target,
                                 remoteAddress: remote.address + UInt64(offset), rkey: remote.rkey)
                 posted += 1
             }
@@ -194,9 +204,14 @@ enum SluiceMeasurements {
                 continue
             }
             watch.progressed()
-            completed += n
-            // Out of time: stop posting and drain what is in flight.
-            if target > posted && monotonicNanos() &- start > maxNanos { target = posted }
+            // RC completes in order: a signaled completion stands for every
+            // unsignaled request posted before it.
+            for k in 0..<n { completed = max(completed, Int(wr.completions[k].wr_id) + 1) }
+            // Out of time: stop posting at the next signaled request, so
+            // that everything in flight still reports its completion.
+            if target > posted && monotonicNanos() &- start > maxNanos {
+                target = min(target, (posted + every - 1) / every * every)
+            }
         }
         return Throughput(operations: completed, bytes: completed * plan.messageBytes, nanos: monotonicNanos() &- start)
     }

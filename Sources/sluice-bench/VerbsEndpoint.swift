@@ -226,10 +226,11 @@ final class WorkRequests {
         try VerbsError.check("ibv_post_recv", ibv_post_recv(endpoint.qp, recv, badRecv))
     }
 
-    /// Posts one signaled SEND (inline when `inline`) or RDMA WRITE.
+    /// Posts one SEND (inline when `inline`) or RDMA WRITE, signaled unless
+    /// told otherwise.
     @inline(__always)
     func postSend(wrID: UInt64, opcode: ibv_wr_opcode, offset: Int, length: UInt32, inline: Bool = false,
-                  remoteAddress: UInt64 = 0, rkey: UInt32 = 0) throws {
+                  signaled: Bool = true, remoteAddress: UInt64 = 0, rkey: UInt32 = 0) throws {
         sendSGE.pointee.addr = UInt64(UInt(bitPattern: endpoint.buffer)) + UInt64(offset)
         sendSGE.pointee.length = length
         sendSGE.pointee.lkey = endpoint.mr.pointee.lkey
@@ -238,7 +239,7 @@ final class WorkRequests {
         send.pointee.sg_list = sendSGE
         send.pointee.num_sge = 1
         send.pointee.opcode = opcode
-        send.pointee.send_flags = IBV_SEND_SIGNALED.rawValue | (inline ? IBV_SEND_INLINE.rawValue : 0)
+        send.pointee.send_flags = (signaled ? IBV_SEND_SIGNALED.rawValue : 0) | (inline ? IBV_SEND_INLINE.rawValue : 0)
         send.pointee.wr.rdma.remote_addr = remoteAddress
         send.pointee.wr.rdma.rkey = rkey
         try VerbsError.check(opcode == IBV_WR_SEND ? "ibv_post_send(SEND)" : "ibv_post_send(RDMA_WRITE)",
