@@ -7,7 +7,7 @@ import Foundation
 struct SluiceBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
-        abstract: "Measures Sluice's latency and bandwidth beside baselines, in one run.",
+        abstract: "Measures Sluice's latency, bandwidth and policy decisions beside baselines, in one run.",
         discussion: """
             Starts a real sluice-router (the one built next to this binary, or \
             --router) with a private runtime directory and the policies in \
@@ -36,6 +36,20 @@ struct SluiceBench: ParsableCommand {
             it can approach.
             - TCP loopback stream: 64 KiB writes from one thread to another: the \
             conventional way to move these bytes between processes.
+
+            Policy decisions (ns each): the policies in --policies, loaded with \
+            PolicySet.load, timed in tight loops whose results are stored to a \
+            global, so the optimizer must keep the work.
+            - work request: the router's data-path check, \
+            OperationSet.allowsWireOpcode on the mask computed at connect (alpha \
+            to alpha), over 4096 opcodes 0...10 in random order.
+            - same loop, plain AND / no decision: a bare AND on the mask, and no \
+            decision at all (sum the opcodes): what the loop itself costs.
+            - control: regMR, createQP and connect as the router asks them before \
+            a verb runs, allowed and denied (a denial formats its reason).
+            - end to end: 8-byte RDMA WRITEs through the router, 64 in flight, \
+            one in 16 signaled; ns is 1/rate. The router checks every one \
+            against the connection's policy mask.
 
             This measures; it asserts nothing about speed. The router's poller \
             spins while there is work, so on a machine with fewer than three CPUs \
@@ -95,8 +109,8 @@ struct SluiceBench: ParsableCommand {
         }
         print("")
 
-        let suite = Suite(router: process, plans: plans)
-        let tables = [suite.latency(), suite.bandwidth()]
+        let suite = Suite(router: process, plans: plans, policies: policiesPath)
+        let tables = [suite.latency(), suite.bandwidth(), suite.policyDecisions()]
         for t in tables { print(t.render()) }
 
         var failures = suite.failures
