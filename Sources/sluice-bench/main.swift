@@ -7,7 +7,7 @@ import Foundation
 struct SluiceBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
-        abstract: "Measures Sluice's latency, bandwidth and policy decisions beside baselines, in one run.",
+        abstract: "Measures Sluice's latency, bandwidth, policy decisions and audit writing beside baselines, in one run.",
         discussion: """
             Starts a real sluice-router (the one built next to this binary, or \
             --router) with a private runtime directory and the policies in \
@@ -50,6 +50,30 @@ struct SluiceBench: ParsableCommand {
             - end to end: 8-byte RDMA WRITEs through the router, 64 in flight, \
             one in 16 signaled; ns is 1/rate. The router checks every one \
             against the connection's policy mask.
+
+            Audit writing: 200000 records like the router's denials (the table \
+            gives their size), offered to an AuditWriter from one thread, into a \
+            new directory under /tmp (its file system is shown). records/s: \
+            records written, until the last fsync; ns/record: the caller's cost \
+            of record(...); dropped: records the bounded queue (65536) had no \
+            room for, which the log counts in audit.loss records.
+            - fsync every 100 ms (the router's default) and after every batch: \
+            the caller waits while the queue is over half full, so the figure \
+            is what the writer sustains.
+            - caller never waits: as the router offers records; what the queue \
+            cannot hold is dropped.
+            - write(2) of same-size lines: 1024 a call, fsync every 100 ms; no \
+            queue, no JSON, no hashing.
+
+            Burst of denials: alpha's 64 KiB RDMA WRITE bandwidth (as above, for \
+            a fixed time: 1 s quick, 5 s full) alone, then while tenant beta, \
+            speaking the wire protocol by hand, asks for protection domains over \
+            its quota, 8 requests in flight, as fast as the router answers. The \
+            router refuses each by policy and audits it. refused: answers beta \
+            got; audited: deny records the router's audit log gained meanwhile.
+            - beside a spinning thread: one more thread of this process spins \
+            and asks the router for nothing: what any busy thread costs alpha \
+            where cores are scarce.
 
             This measures; it asserts nothing about speed. The router's poller \
             spins while there is work, so on a machine with fewer than three CPUs \
@@ -110,7 +134,7 @@ struct SluiceBench: ParsableCommand {
         print("")
 
         let suite = Suite(router: process, plans: plans, policies: policiesPath)
-        let tables = [suite.latency(), suite.bandwidth(), suite.policyDecisions()]
+        let tables = [suite.latency(), suite.bandwidth(), suite.policyDecisions(), suite.auditWriting(), suite.denialBurst()]
         for t in tables { print(t.render()) }
 
         var failures = suite.failures
