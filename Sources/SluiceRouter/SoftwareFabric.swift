@@ -68,6 +68,9 @@ final class SoftwareFabric {
         return d
     }
 
+    /// `completed` and `failed` have taken the request off the send queue
+    /// (before writing its completion: once a tenant polls a completion,
+    /// its slot must be free, as on hardware); `wait` has not.
     enum Outcome {
         case completed
         case failed // an error completion was written; the QP goes to ERR
@@ -94,11 +97,9 @@ final class SoftwareFabric {
             case .completed:
                 qp.held = nil
                 qp.stall = nil
-                qp.consumeSend()
                 qp.session.allows &+= 1
                 did = true
             case .failed:
-                qp.consumeSend()
                 router.enter(qp, .error)
                 return true
             case .wait(let s):
@@ -239,6 +240,7 @@ final class SoftwareFabric {
             }
         }
 
+        qp.consumeSend()
         if let r = recv {
             peer.consumeRecv()
             var c = sluice_cqe()
@@ -291,6 +293,7 @@ final class SoftwareFabric {
                       _ reason: String) -> Outcome {
         // Recorded before the tenant can see the completion.
         router.denyDataPath(qp, reason)
+        qp.consumeSend()
         qp.sendCQ.push(requesterCQE(qp, w, status, opcode, 0), solicited: false)
         qp.held = nil
         qp.stall = nil

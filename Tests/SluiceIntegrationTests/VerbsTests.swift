@@ -273,3 +273,29 @@ final class VerbsTests: XCTestCase {
         XCTAssertThrowsError(try a.connect(try a.createQP(), to: qc, of: b, access: rw), "a QPN at the wrong address is not found")
     }
 }
+
+extension VerbsTests {
+    /// Once a completion is polled its send-queue slot is free, as on
+    /// hardware: a one-deep queue can post again at once, every time.
+    func testAPolledCompletionFreesItsSendSlot() throws {
+        let qa = try a.createQP(sendDepth: 1, recvDepth: 1, sge: 1)
+        let qb = try b.createQP(sendDepth: 1, recvDepth: 1, sge: 1)
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let src = TestBuffer(pages: 1), dst = TestBuffer(pages: 1)
+        let sm = try a.register(src.base, 4096, rw), dm = try b.register(dst.base, 4096, rw)
+        // Busy-poll, and post the moment the completion shows: the window
+        // between a completion and its slot's release is what is tested.
+        var wc = ibv_wc()
+        for i in 0..<20000 {
+            try a.postSend(qa, id: UInt64(i), IBV_WR_RDMA_WRITE, [sge(src.base, 8, sm)], remote: (addr(dst.base), dm.pointee.rkey))
+            var spins = 0
+            while ibv_poll_cq(a.cq, 1, &wc) == 0 {
+                spins += 1
+                if spins > 100_000_000 { return XCTFail("no completion for write \(i)") }
+            }
+            XCTAssertEqual(wc.status, IBV_WC_SUCCESS, "write \(i)")
+            if wc.status != IBV_WC_SUCCESS { break }
+        }
+    }
+}
