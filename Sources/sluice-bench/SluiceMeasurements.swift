@@ -150,12 +150,10 @@ enum SluiceMeasurements {
         let span = plan.messageBytes * plan.window
         var opened: [VerbsEndpoint] = []
         defer { for e in opened { try? e.release() } }
-        // The router publishes a request's completion a moment before it
-        // frees the request's slot in the send queue, so a window as deep as
-        // the queue can find it full (ENOMEM): the queue has room for two.
+        // A window as deep as the send queue: a polled completion frees its slot.
         let writer = try VerbsEndpoint(
             socket: socket,
-            shape: .init(bufferBytes: span, sendDepth: UInt32(max(64, 2 * plan.window)), recvDepth: 1),
+            shape: .init(bufferBytes: span, sendDepth: UInt32(max(64, plan.window)), recvDepth: 1),
             psn: 0x3000)
         opened.append(writer)
         let target = try VerbsEndpoint(
