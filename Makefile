@@ -21,7 +21,7 @@ VERBS_CFLAGS := -std=gnu11 -O2 -g -fPIC -shared -fvisibility=hidden -Wall -Wextr
 help:
 	@echo "make demo    run unmodified ibv_rc_pingpong through a Sluice router"
 	@echo "make test    build and run every test"
-	@echo "make bench   release build; latency and bandwidth beside baselines"
+	@echo "make bench   release build; latency, bandwidth, policy and audit costs beside baselines"
 	@echo "make build   build the router, the CLI and libsluice-verbs.so"
 
 all: build
