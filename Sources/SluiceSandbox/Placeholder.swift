@@ -1,2 +1,0 @@
-// Placeholder until the sandbox library lands.
-enum SluiceSandboxPlaceholder {}
