@@ -82,7 +82,8 @@ public struct ProcessSandboxStatus: Equatable, Sendable {
         return obj
     }
 
-    static func hex(_ mask: UInt64) -> String {
+    /// A capability mask as the kernel prints it: 16 hex digits.
+    public static func hex(_ mask: UInt64) -> String {
         let digits = String(mask, radix: 16)
         return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
     }

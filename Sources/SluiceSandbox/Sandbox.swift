@@ -88,7 +88,22 @@ public enum Sandbox {
 
     @discardableResult
     public static func apply(_ options: Options) throws -> SandboxReport {
-        try apply(options, policy: SeccompPolicy.embedded(), system: .live)
+        let report = try apply(options, policy: SeccompPolicy.embedded(), system: .live)
+        applied = report
+        return report
+    }
+
+    /// What `apply` did to this process, once it has succeeded (for status).
+    public nonisolated(unsafe) private(set) static var applied: SandboxReport?
+
+    /// The sandbox state for a status answer: the mode applied ("none"
+    /// before `apply`), this pid, and the kernel's fields from /proc/self/status.
+    public static func statusObject() -> [String: Any] {
+        var obj: [String: Any] = ["mode": applied?.mode.rawValue ?? "none", "pid": Int(getpid())]
+        if let st = try? ProcessSandboxStatus.read() {
+            obj.merge(st.jsonObject) { _, new in new }
+        }
+        return obj
     }
 
     /// The effective filter as text, for `sluice-router --print-seccomp`.

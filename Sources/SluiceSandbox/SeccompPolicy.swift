@@ -19,24 +19,26 @@ public struct SeccompPolicy: Sendable {
         case eq, maskedEq, ne, lt, le, gt, ge
     }
 
-    /// One value in a rule: a number, symbolic constants or'ed together, or
-    /// the router's own pid (known only when the filter is loaded).
+    /// One value in a rule: a number, a spelling from the file (constants
+    /// or'ed together, or an octal or hex literal), or the router's own pid
+    /// (known only when the filter is loaded).
     public enum Value: Sendable, Equatable, CustomStringConvertible {
         case number(UInt64)
-        case symbols(String, UInt64)
+        case spelled(String, UInt64)
         case ownPID
 
         func resolved(ownPID pid: Int32) -> UInt64 {
             switch self {
-            case .number(let n), .symbols(_, let n): return n
+            case .number(let n), .spelled(_, let n): return n
             case .ownPID: return UInt64(UInt32(bitPattern: pid))
             }
         }
 
         public var description: String {
+            func show(_ n: UInt64) -> String { n > 9 ? "0x" + String(n, radix: 16) : String(n) }
             switch self {
-            case .number(let n): return n > 9 ? "0x" + String(n, radix: 16) : String(n)
-            case .symbols(let s, let n): return "\(s) (\(n > 9 ? "0x" + String(n, radix: 16) : String(n)))"
+            case .number(let n): return show(n)
+            case .spelled(let s, let n): return s.hasPrefix("0x") ? s : "\(s) (\(show(n)))"
             case .ownPID: return "the router's own pid"
             }
         }
@@ -293,8 +295,8 @@ private struct PolicyReader {
         let limit: UInt64 = width == 32 ? UInt64(UInt32.max) : UInt64.max
         if let s = any as? String {
             if s == "self" { return .ownPID }
-            if s.hasPrefix("0o"), let n = UInt64(s.dropFirst(2), radix: 8) { return try checked(.number(n), n, limit, path) }
-            if s.hasPrefix("0x"), let n = UInt64(s.dropFirst(2), radix: 16) { return try checked(.number(n), n, limit, path) }
+            if s.hasPrefix("0o"), let n = UInt64(s.dropFirst(2), radix: 8) { return try checked(.spelled(s, n), n, limit, path) }
+            if s.hasPrefix("0x"), let n = UInt64(s.dropFirst(2), radix: 16) { return try checked(.spelled(s, n), n, limit, path) }
             var total: UInt64 = 0
             for part in s.split(separator: "|", omittingEmptySubsequences: false) {
                 let name = part.trimmingCharacters(in: .whitespaces)
@@ -303,7 +305,7 @@ private struct PolicyReader {
                 }
                 total |= v
             }
-            return try checked(.symbols(s, total), total, limit, path)
+            return try checked(.spelled(s, total), total, limit, path)
         }
         let n = try integer(any, path)
         guard n >= 0 else { throw fail(path, "negative values are ambiguous; write the bit pattern in hex") }

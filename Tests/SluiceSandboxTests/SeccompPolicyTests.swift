@@ -123,6 +123,7 @@ final class SeccompPolicyTests: XCTestCase {
         XCTAssert(lines.contains { $0.contains("- arg0 (domain) == AF_UNIX (1)  (tenant listeners are unix sockets)") }, text)
         XCTAssert(lines.contains { $0.contains("- [multiHost, off] arg0 (domain) == one of AF_INET (2), AF_INET6 (0xa)") }, text)
         XCTAssert(lines.contains { $0.contains("- arg2 (prot) & PROT_EXEC (4) == 0") }, text)
+        XCTAssert(lines.contains { $0.contains("- arg1 (mode) == 0o666 (0x1b6)") }, text)
         XCTAssert(lines.contains { $0.hasPrefix("  clone3 ") && $0.contains("fail with ENOSYS (38): ") }, text)
         XCTAssert(lines.contains { $0.contains("arg0 (tgid: the router's own pid) == the router's own pid") }, text)
         XCTAssert(lines.contains { $0.hasPrefix("  execve ") && $0.hasSuffix("The router never runs another program.") }, text)
