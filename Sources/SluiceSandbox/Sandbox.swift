@@ -151,6 +151,14 @@ public enum Sandbox {
         }
         if options.mode == .enforce && options.defaultActionOverride == nil {
             try ViolationReport.install(program: options.programName, extraFD: options.violationReportFD, system: system)
+            // Swift's crash handler answers a trap by spawning swift-backtrace,
+            // which the filter forbids: the crash would end as SIGSYS (blocked
+            // in that handler, so with no report). With the default actions a
+            // crash kills by its own signal, after the runtime's "Fatal error" line.
+            for sig in crashSignals {
+                let e = system.defaultSignalAction(sig)
+                if e != 0 { throw SandboxError(step: .violationReport, call: "sigaction(\(sig), SIG_DFL)", errno: e) }
+            }
         }
 
         // 2. no_new_privs: nothing this process runs can gain privilege again.
@@ -194,6 +202,9 @@ public enum Sandbox {
         report.status = try verify(keep: keep, system: system)
         return report
     }
+
+    /// The signals Swift's crash handler takes over at start-up.
+    static let crashSignals = [SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV]
 
     static func dropCapabilities(keep: UInt64, switchingUser: Bool, system: SandboxSystem) throws -> [String] {
         var notes: [String] = []

@@ -76,6 +76,8 @@ struct SandboxSystem {
     /// `sigaction(2)`: `SIG_IGN` first, which discards an instance still
     /// pending in a thread that blocks it, then the action `installSignalHandler` replaced.
     var restoreSignal: (_ signal: Int32) -> Int32
+    /// `sigaction(2)` with `SIG_DFL`.
+    var defaultSignalAction: (_ signal: Int32) -> Int32
     /// `tgkill(2)`: sends `signal` to one thread of this process.
     var signalThread: (_ tid: Int32, _ signal: Int32) -> Int32
     /// `getpid(2)`.
@@ -186,6 +188,12 @@ extension SandboxSystem {
             guard sigaction(signal, &ignore, nil) == 0 else { return errno }
             guard var previous = SavedSignalActions.shared.actions.removeValue(forKey: signal) else { return 0 }
             return sigaction(signal, &previous, nil) == 0 ? 0 : errno
+        },
+        defaultSignalAction: { signal in
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = SIG_DFL
+            sigemptyset(&action.sa_mask)
+            return sigaction(signal, &action, nil) == 0 ? 0 : errno
         },
         signalThread: { tid, signal in GNU.tgkill(getpid(), tid, signal) == 0 ? 0 : errno },
         processID: { getpid() },

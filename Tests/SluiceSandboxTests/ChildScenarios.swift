@@ -13,6 +13,7 @@ enum ChildScenarios {
         "violation-in-thread": violationInThread,
         "log": logMode,
         "off": offMode,
+        "crash": crash,
         "thread-started-before": threadStartedBefore,
         "thread-blocking-the-drop-signal": threadBlockingTheDropSignal,
     ]
@@ -151,6 +152,14 @@ enum ChildScenarios {
         if let st = try? ProcessSandboxStatus.read() {
             out.line("status", String(st.seccomp), st.noNewPrivileges ? "1" : "0", ProcessSandboxStatus.hex(st.capEff))
         }
+    }
+
+    /// A Swift runtime trap inside the enforced sandbox.
+    static func crash(_ out: ChildOutput, _ env: [String: String]) {
+        apply(options(env), out)
+        out.line("trapping")
+        let values: [Int] = []
+        out.line("unreachable", String(values[Int(getpid()) % 2 + 1]))
     }
 
     static func offMode(_ out: ChildOutput, _ env: [String: String]) {

@@ -26,6 +26,17 @@ final class EnforcementTests: XCTestCase {
         XCTAssert(run.stderr.contains("sluice-sandbox-test: seccomp violation: syscall ptrace (101)\n"), run.stderr)
     }
 
+    /// Swift's backtracer cannot spawn its helper inside the sandbox, so a
+    /// runtime trap must end by its own signal with the runtime's message,
+    /// not as a confusing SIGSYS.
+    func testASwiftRuntimeTrapInsideTheSandboxKillsByItsOwnSignal() throws {
+        let run = try ChildRun.run("crash", environment: ["SWIFT_BACKTRACE": "enable=yes"])
+        XCTAssert(run.lines.contains(["trapping"]), run.summary)
+        XCTAssertNil(run.value("unreachable"))
+        XCTAssertEqual(run.killedBySignal, SIGILL, run.summary)
+        XCTAssert(run.stderr.contains("Fatal error: Index out of range"), run.stderr)
+    }
+
     func testLogModeLetsAForbiddenCallRunAndStillDropsCapabilities() throws {
         let run = try ChildRun.run("log")
         XCTAssertEqual(run.exitStatus, 0, run.summary)

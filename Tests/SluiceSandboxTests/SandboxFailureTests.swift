@@ -70,6 +70,7 @@ final class FakeSystem {
             },
             installSignalHandler: { [unowned self] sig, _, _ in record("sigaction(\(sig))") },
             restoreSignal: { [unowned self] sig in record("restore(\(sig))") },
+            defaultSignalAction: { [unowned self] sig in record("SIG_DFL(\(sig))") },
             signalThread: { [unowned self] tid, sig in record("tgkill(\(tid), \(sig))") },
             processID: { 4242 },
             threadID: { 4242 },
@@ -111,6 +112,7 @@ final class SandboxFailureTests: XCTestCase {
         let report = try apply(fake, user: "sluice")
         XCTAssertEqual(fake.changes, [
             "sigaction(\(SIGSYS))",
+        ] + [SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV].map { "SIG_DFL(\($0))" } + [
             "prctl(PR_SET_NO_NEW_PRIVS)",
             "cap_reset_ambient",
             "cap_set_proc(c0)", // CAP_SETGID and CAP_SETUID, until the user switch is done
@@ -134,6 +136,7 @@ final class SandboxFailureTests: XCTestCase {
         _ = try apply(fake, mode: .log)
         XCTAssertEqual(fake.defaultAction, SCMP_ACT_LOG)
         XCTAssertFalse(fake.calls.contains("sigaction(\(SIGSYS))"))
+        XCTAssertFalse(fake.calls.contains { $0.hasPrefix("SIG_DFL") }, "log mode lets Swift's backtracer run")
         XCTAssert(fake.calls.contains("seccomp_load"))
     }
 
