@@ -65,6 +65,8 @@ public enum Sandbox {
         /// with a distinctive errno so a child survives a refusal and the
         /// errno proves the filter refused.
         var defaultActionOverride: DefaultAction?
+        /// How long threads started before the sandbox get to drop their capabilities.
+        var threadDropTimeoutMicros: UInt32 = 5_000_000
 
         public init(mode: SandboxMode = .enforce, keepCapabilities: [String] = [], user: String? = nil,
                     features: Set<String> = [], violationReportFD: Int32? = nil, programName: String = "sluice-router") {
@@ -191,7 +193,7 @@ public enum Sandbox {
             throw SandboxError(step: .capabilities, message: "this thread's capabilities are not exactly the ones kept after dropping them")
         }
         let others = ThreadCapabilities.excess(keep: keep, system: system).count
-        try ThreadCapabilities.dropInOtherThreads(keep: keep, system: system)
+        try ThreadCapabilities.dropInOtherThreads(keep: keep, timeoutMicros: options.threadDropTimeoutMicros, system: system)
         report.threadsDropped = others
 
         // 5. The filter, on every thread (TSYNC also sets no_new_privs on them).

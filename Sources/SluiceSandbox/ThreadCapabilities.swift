@@ -33,7 +33,7 @@ enum ThreadCapabilities {
 
     /// Makes every other thread's effective, permitted and inheritable sets
     /// equal `keep` (ambient capabilities go with them). Waits at most `timeoutMicros`.
-    static func dropInOtherThreads(keep: UInt64, timeoutMicros: UInt32 = 2_000_000, system: SandboxSystem) throws {
+    static func dropInOtherThreads(keep: UInt64, timeoutMicros: UInt32 = 5_000_000, system: SandboxSystem) throws {
         var pending = excess(keep: keep, system: system)
         guard !pending.isEmpty else { return }
         let m = DropMemory.shared

@@ -181,7 +181,9 @@ enum ChildScenarios {
     /// applying must fail and say so.
     static func threadBlockingTheDropSignal(_ out: ChildOutput, _ env: [String: String]) {
         startIdleThread(blockingDropSignal: true)
-        apply(options(env), out)
+        var o = options(env)
+        o.threadDropTimeoutMicros = 300_000 // it will never comply
+        apply(o, out)
     }
 
     // MARK: helpers
