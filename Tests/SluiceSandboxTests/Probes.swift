@@ -145,11 +145,9 @@ enum ProbeCatalog {
             p("openat", "O_RDONLY|O_TRUNC", .refused, [AT_FDCWD, missing, rdonly | trunc]),
             p("openat", "O_WRONLY|O_APPEND|O_TRUNC", .refused, [AT_FDCWD, missing, wronly | append | trunc]),
             p("getdents64", "fd -1", .allowed, [-1, buf, 4096]),
-            p("lseek", "fd -1", .allowed, [-1, 0, 0]),
             p("pread64", "fd -1", .allowed, [-1, buf, 1, 0]),
             p("fsync", "fd -1", .allowed, [-1]),
             p("rename", "missing paths", .allowed, [missing, missing2]),
-            p("uname", "into a buffer", .allowed, [buf]),
             // threads
             p("futex", "FUTEX_WAKE on a private word", .allowed, [futexWord, 1 /* FUTEX_WAKE */, 1]),
             p("clone", "CLONE_THREAD alone (the kernel refuses it: EINVAL)", .allowed, [cloneThread, 0, 0, 0, 0]),
