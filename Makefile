@@ -55,6 +55,8 @@ demo: build
 
 bench: deps lib
 	$(SWIFT) build -c release --product sluice-router
+	@# The seccomp-violation trigger is for tests: never in a release build.
+	@! nm .build/release/sluice-router | grep -q sluiceTestHook || { echo "release sluice-router contains a test hook"; exit 1; }
 	$(SWIFT) build -c release --product sluice-bench
 	.build/release/sluice-bench $(BENCH_ARGS)
 

@@ -38,15 +38,18 @@ let package = Package(
         .target(name: "CSluiceSys"),
         .target(
             name: "SluiceRouter",
-            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", "SluiceAudit", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", "SluiceAudit", "SluiceSandbox", .product(name: "Crypto", package: "swift-crypto")],
+            // The test-only trigger of a seccomp violation exists in debug
+            // builds only; release builds (make bench, deployments) lack it.
+            swiftSettings: [.define("SLUICE_TEST_HOOKS", .when(configuration: .debug))]
         ),
         .executableTarget(
             name: "sluice-router",
-            dependencies: ["SluiceRouter", "SluicePolicy", "SluiceAudit", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SluiceRouter", "SluicePolicy", "SluiceAudit", "SluiceSandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "sluice",
-            dependencies: ["SluiceRouter", "SluiceWire", "SluicePolicy", "SluiceAudit",
+            dependencies: ["SluiceRouter", "SluiceWire", "SluicePolicy", "SluiceAudit", "SluiceSandbox",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // `make bench`: Sluice beside baselines measured in the same run.

@@ -61,14 +61,18 @@ extension Router {
             FileHandle.standardError.write("sluice-router: policy reload refused, the old policies stay in force:\n\(text)\n".data(using: .utf8)!)
             return (false, text)
         }
-        apply(set, requestedBy: requestedBy)
-        return (true, "policies reloaded: \(set.names.joined(separator: ", "))")
+        let problems = apply(set, requestedBy: requestedBy)
+        var message = "policies reloaded: \(set.names.joined(separator: ", "))"
+        if !problems.isEmpty { message += "\nbut: " + problems.joined(separator: "\nbut: ") }
+        return (true, message)
     }
 
     /// Puts a validated policy set in force, and applies what it withdraws
     /// to what exists: sockets of removed tenants close, sessions no longer
     /// admitted close, connections no longer allowed move to ERR.
-    func apply(_ set: PolicySet, requestedBy: String) {
+    @discardableResult
+    func apply(_ set: PolicySet, requestedBy: String) -> [String] {
+        var problems: [String] = []
         let old = Set(engine.policies.names)
         engine = PolicyEngine(set)
         let new = Set(set.names)
@@ -77,8 +81,9 @@ extension Router {
             do {
                 try addListener(added)
             } catch {
-                log.record(event: "policy.reload", decision: .deny, rule: "identity",
-                           reason: "cannot open the socket of tenant \(added): \(error)")
+                let problem = "cannot open the socket of tenant \(added): \(error)"
+                problems.append(problem)
+                log.record(event: "policy.reload", decision: .deny, rule: "identity", reason: problem)
             }
         }
         for s in Array(sessions.values) {
@@ -100,5 +105,6 @@ extension Router {
             }
         }
         recordPolicyLoad(event: "policy.reload", set, requestedBy: requestedBy)
+        return problems
     }
 }

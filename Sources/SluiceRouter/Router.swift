@@ -6,6 +6,7 @@ import SluiceWire
 import CSluiceSys
 import SluicePolicy
 import SluiceAudit
+import SluiceSandbox
 
 public struct RouterConfig {
     /// Tenant sockets are `<runtimeDir>/tenants/<tenant>.sock`; the operator
@@ -507,6 +508,8 @@ public final class Router {
             reason = "not a Sluice operator request"
         } else if hdr.opcode == UInt16(SLUICE_OP_STATUS.rawValue) {
             body = statusJSON()
+        } else if Router.testHook(hdr.opcode) {
+            return
         } else if hdr.opcode == UInt16(SLUICE_OP_RELOAD_POLICY.rawValue) {
             let (ok, message) = reloadPolicies(requestedBy: "sluice policy reload")
             if !ok {
@@ -523,6 +526,25 @@ public final class Router {
         fillReplyHeader(&rep, request: hdr, length: MemoryLayout<sluice_reply_hdr>.size + body.count, status: status, reason: reason)
         let out = withUnsafeBytes(of: rep) { Array($0) } + body
         _ = out.withUnsafeBytes { sluice_send_fds(fd, $0.baseAddress, $0.count, nil, 0) }
+    }
+
+    /// Records the sandbox the router runs in (after `Sandbox.apply`).
+    public func recordSandbox(mode: String, _ description: String) {
+        log.record(event: "sandbox", decision: .allow, reason: description, fields: ["mode": mode])
+    }
+
+    /// Debug builds only: an operator request that makes the router attempt
+    /// a forbidden system call, so a test can prove the sandbox kills it and
+    /// names the call. Compiled out of release builds (SLUICE_TEST_HOOKS is
+    /// defined for the debug configuration only, in Package.swift).
+    static func testHook(_ opcode: UInt16) -> Bool {
+        #if SLUICE_TEST_HOOKS
+        if opcode == 0x7e57 {
+            sluiceTestHookForbiddenSyscall()
+            return true
+        }
+        #endif
+        return false
     }
 
     /// Everything an operator (or a leak test) needs to see what the router holds.
@@ -550,8 +572,19 @@ public final class Router {
             "mappedBytes": SharedMapping.liveBytes,
             "dataPath": ["allowsCounted": log.countedAllows + sessions.values.reduce(0) { $0 + $1.allows },
                          "queuePairsPolled": fabric.count],
+            // The mode applied and the kernel's Seccomp, NoNewPrivs and Cap* fields.
+            "sandbox": Sandbox.statusObject(),
         ]
         let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
         return Array(data)
     }
 }
+
+#if SLUICE_TEST_HOOKS
+/// mount(2) is on the allowlist's forbidden list: under --sandbox enforce
+/// this never returns.
+@inline(never)
+func sluiceTestHookForbiddenSyscall() {
+    _ = Glibc.mount(nil, nil, nil, 0, nil)
+}
+#endif

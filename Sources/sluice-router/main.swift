@@ -3,6 +3,9 @@ import Foundation
 import SluiceAudit
 import SluicePolicy
 import SluiceRouter
+import SluiceSandbox
+
+extension SandboxMode: ExpressibleByArgument {}
 
 struct SluiceRouterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,6 +21,12 @@ struct SluiceRouterCommand: ParsableCommand {
             SIGHUP (or `sluice policy reload`) reloads the policy directory: all \
             files valid, or nothing changes. Stops cleanly on SIGTERM or SIGINT, \
             reclaiming every tenant's objects.
+
+            Once its sockets, audit log and threads are open the router sandboxes \
+            itself: no_new_privs, no capabilities, optionally --user, and a seccomp \
+            allowlist (--print-seccomp shows it). Under --sandbox enforce a call \
+            outside it is named on stderr and kills the router with SIGSYS; if the \
+            sandbox cannot be applied the router refuses to serve.
             """
     )
 
@@ -47,7 +56,24 @@ struct SluiceRouterCommand: ParsableCommand {
         valueName: "us"))
     var spinMicros: UInt64 = 10
 
+    @Option(help: ArgumentHelp("enforce: a syscall outside the allowlist kills the router (default); log: the kernel's audit log records it and it runs; off: no sandbox (development only).", valueName: "mode"))
+    var sandbox: SandboxMode = .enforce
+
+    @Option(help: ArgumentHelp("Switch to this user (and its group, no supplementary groups) once the sockets and the audit log are open.", valueName: "name"))
+    var user: String?
+
+    @Flag(name: .customLong("print-seccomp"), help: "Print the seccomp filter the router loads (its syscalls and argument rules, and why), then exit.")
+    var printSeccomp = false
+
     func run() throws {
+        if printSeccomp {
+            do {
+                print(try Sandbox.describeFilter(mode: sandbox), terminator: "")
+            } catch {
+                fail("\(error)")
+            }
+            return
+        }
         let set: PolicySet
         do {
             set = try PolicySet.load(directory: policies)
@@ -67,6 +93,15 @@ struct SluiceRouterCommand: ParsableCommand {
             router = try Router(config: config)
         } catch {
             fail("cannot start: \(error)")
+        }
+        // Everything that needs privilege is open (sockets, audit log, its
+        // writer thread); from here on the router runs confined.
+        do {
+            let report = try Sandbox.apply(mode: sandbox, user: user)
+            FileHandle.standardError.write("sluice-router: \(report)\n".data(using: .utf8)!)
+            router.recordSandbox(mode: "\(sandbox)", "\(report)")
+        } catch {
+            fail("refusing to serve: \(error)")
         }
         FileHandle.standardError.write("sluice-router: serving \(set.names.joined(separator: ", ")) in \(runtimeDir)\n".data(using: .utf8)!)
         router.run()

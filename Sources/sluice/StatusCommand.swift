@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceRouter
+import SluiceSandbox
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,6 +29,7 @@ struct Status: ParsableCommand {
             throw ValidationError("the router's answer is not a JSON object")
         }
         print("sessions: \(obj["sessions"] ?? 0)   fds: \(obj["fds"] ?? 0)   mappings: \(obj["mappings"] ?? 0) (\(obj["mappedBytes"] ?? 0) bytes)")
+        print(Status.sandboxLine(obj["sandbox"] as? [String: Any]))
         if let tenants = obj["tenants"] as? [String: [String: Int]] {
             let cols = ["sessions", "pd", "mr", "cq", "qp", "channel"]
             print("tenant".padding(toLength: 16, withPad: " ", startingAt: 0) + cols.map { $0.padding(toLength: 9, withPad: " ", startingAt: 0) }.joined())
@@ -37,6 +39,21 @@ struct Status: ParsableCommand {
                       + cols.map { String(row[$0] ?? 0).padding(toLength: 9, withPad: " ", startingAt: 0) }.joined())
             }
         }
+    }
+
+    /// The router's sandbox, in the kernel's words: read from its
+    /// /proc/<pid>/status when this host can see it, else as the router reported it.
+    static func sandboxLine(_ reported: [String: Any]?) -> String {
+        guard let reported, let mode = reported["mode"] as? String else { return "sandbox: not reported by this router" }
+        var line = "sandbox: \(mode)"
+        if let pid = reported["pid"] as? Int, let st = try? ProcessSandboxStatus.read(pid: Int32(pid)) {
+            line += "   Seccomp: \(st.seccomp) (\(st.seccompDescription))   NoNewPrivs: \(st.noNewPrivileges ? 1 : 0)"
+            line += "   CapEff: \(ProcessSandboxStatus.hex(st.capEff)) (\(ProcessSandboxStatus.capabilityNames(st.capEff)))   uid: \(st.uids[1])"
+        } else {
+            line += "   Seccomp: \(reported["seccomp"] ?? "?")   NoNewPrivs: \(reported["noNewPrivs"] ?? "?")"
+            line += "   CapEff: \(reported["capEff"] ?? "?")   (as the router reports it)"
+        }
+        return line
     }
 }
 
