@@ -20,7 +20,9 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting sluice-router (runtime dir $RUN)"
-"$BIN/sluice-router" --runtime-dir "$RUN" --policies policies --audit-log "$RUN/audit.log" &
+# An operator key makes the router sign checkpoints of its audit log.
+head -c 32 /dev/urandom > "$RUN/audit.key"; chmod 600 "$RUN/audit.key"
+"$BIN/sluice-router" --runtime-dir "$RUN" --policies policies --audit-log "$RUN/audit.log" --audit-key "$RUN/audit.key" &
 ROUTER_PID=$!
 for _ in $(seq 100); do [ -S "$RUN/tenants/alpha.sock" ] && break; sleep 0.05; done
 [ -S "$RUN/tenants/alpha.sock" ] || { echo "router did not start"; exit 1; }
@@ -47,6 +49,12 @@ echo "-- client:"; cat "$RUN/client.out"
 echo "== router status after the run (everything reclaimed)"
 "$BIN/sluice" status --runtime-dir "$RUN"
 
-echo "== last audit records"
-tail -n 5 "$RUN/audit.log"
+echo "== what may a restricted tenant do? (sluice policy explain)"
+"$BIN/sluice" policy explain --policies policies --tenant beta reg-mr --bytes 1Gi --access remoteWrite || true
+
+echo "== stopping the router; its audit log verifies and summarizes"
+kill -TERM "$ROUTER_PID"; wait "$ROUTER_PID" || true
+ROUTER_PID=""
+"$BIN/sluice" audit verify "$RUN/audit.log" --checkpoints "$RUN/audit.log.checkpoints" --key-file "$RUN/audit.key"
+"$BIN/sluice" audit report "$RUN/audit.log"
 echo "== demo finished"
