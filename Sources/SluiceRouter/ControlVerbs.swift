@@ -83,6 +83,12 @@ extension Router {
         guard seals & required == required else {
             throw Refusal(EINVAL, "the memfd is not sealed against shrinking and growing (F_SEAL_SHRINK|F_SEAL_GROW)")
         }
+        // Ordinary shared memory only: a hugetlb memfd could have a hole
+        // punched in it and fault the router with SIGBUS when the huge page
+        // pool is empty (its block size is the huge page size).
+        guard try Sys.blockSize(fd) == Int(SLUICE_PAGE) else {
+            throw Refusal(EINVAL, "the memfd is not ordinary shared memory (hugetlb memfds are refused)")
+        }
         let size = UInt64(try Sys.fileSize(fd))
         guard fdOffset <= size, mapLength <= size - fdOffset else {
             throw Refusal(EINVAL, "the memfd holds \(size) bytes, fewer than offset \(fdOffset) + \(mapLength)")

@@ -265,7 +265,9 @@ public final class Router {
 
     private func acceptTenant(listener: Int32) {
         guard let tenant = listeners[listener] else { return }
-        while true {
+        // A few per wake-up: epoll is level-triggered, so the rest come back
+        // after everyone else (and the data path) had a turn.
+        for _ in 0..<8 {
             let fd = sluice_accept(listener)
             if fd < 0 { return }
             var pid: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
@@ -449,7 +451,9 @@ public final class Router {
 
     private func serviceSession(_ s: Session) {
         var buf = [UInt8](repeating: 0, count: Int(SLUICE_MSG_MAX))
-        while !s.closed {
+        // At most 16 requests per wake-up, for the same reason: a tenant
+        // that pipelines requests from many threads cannot hold the loop.
+        for _ in 0..<16 where !s.closed {
             var fds: [Int32] = [-1, -1, -1, -1]
             var nfds: Int32 = 0
             var truncated: Int32 = 0

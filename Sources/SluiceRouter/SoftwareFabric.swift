@@ -64,6 +64,13 @@ final class SoftwareFabric {
         var d: UInt64?
         for qp in qps {
             if let s = qp.stall, qp.state == .rts { d = min(d ?? s.retryAt, s.retryAt) }
+            // A QP in ERR whose flush waits for CQ room must be looked at
+            // again even if no doorbell rings (polling a CQ rings none).
+            if qp.state == .error, (qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) ?? 0) > 0
+                || (qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity) ?? 0) > 0 {
+                let soon = Sys.monotonicNanos() + 1_000_000
+                d = min(d ?? soon, soon)
+            }
         }
         return d
     }
@@ -228,6 +235,9 @@ final class SoftwareFabric {
                 return fail(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, router,
                             "the remote QP does not allow remote \(isRead ? "read" : "write")")
             }
+            // A zero-length transfer touches no memory: like a NIC, do not
+            // check its rkey (zero-byte WRITE_WITH_IMM is a common notify).
+            if total > 0 {
             guard let mr = peer.session.rkeys[w.rkey], mr.pd === peer.pd, mr.access & needFlag != 0,
                   let p = mr.remote(w.remote_addr, total) else {
                 return fail(qp, w, UInt32(SLUICE_WC_REM_ACCESS_ERR), wcOpcode, router,
@@ -237,6 +247,7 @@ final class SoftwareFabric {
                 scatter(UnsafeRawPointer(p), Int(total), dst)
             } else {
                 gather(src, p)
+            }
             }
         }
 

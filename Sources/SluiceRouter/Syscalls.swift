@@ -46,6 +46,14 @@ enum Sys {
         return sluice_fcntl_int(fd, cmd, arg)
     }
 
+    /// `fstat(2)`, returning st_blksize (the page size for shmem, the huge
+    /// page size for hugetlbfs).
+    static func blockSize(_ fd: Int32) throws -> Int {
+        var st = stat()
+        _ = try retrying("fstat") { Glibc.fstat(fd, &st) }
+        return Int(st.st_blksize)
+    }
+
     /// `fstat(2)`, returning the size.
     static func fileSize(_ fd: Int32) throws -> Int {
         var st = stat()

@@ -299,3 +299,20 @@ extension VerbsTests {
         }
     }
 }
+
+extension VerbsTests {
+    /// A zero-byte WRITE_WITH_IMM carries only its immediate: as on a NIC,
+    /// its rkey is not checked (here 0), and the receiver is notified.
+    func testAZeroLengthWriteWithImmediateNeedsNoKey() throws {
+        let (qa, qb) = try pair()
+        let r = TestBuffer(pages: 1)
+        let rm = try b.register(r.base, 64, rw)
+        try b.postRecv(qb, id: 9, [sge(r.base, 64, rm)])
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE_WITH_IMM, [], remote: (0, 0), imm: 0xfeed)
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS)
+        let wc = try XCTUnwrap(b.poll(1).first)
+        XCTAssertEqual(wc.opcode, IBV_WC_RECV_RDMA_WITH_IMM)
+        XCTAssertEqual(wc.byte_len, 0)
+        XCTAssertEqual(UInt32(bigEndian: wc.imm_data), 0xfeed)
+    }
+}
