@@ -267,7 +267,7 @@ extension Router {
         }
         let qp = QueuePair(qpn: mintQPN(), session: s, pd: pd, sendCQ: scq, recvCQ: rcq, mapping: mapping, layout: layout,
                            sqCapacity: sqCap, rqCapacity: rqCap, maxSendSGE: max(req.max_send_sge, 1),
-                           maxRecvSGE: max(req.max_recv_sge, 1), maxInline: SLUICE_MAX_INLINE, sqSigAll: req.sq_sig_all != 0)
+                           maxRecvSGE: max(req.max_recv_sge, 1), maxInline: inlineLimit(s.tenant), sqSigAll: req.sq_sig_all != 0)
         qp.handle = s.qps.insert(qp)
         qpsByNumber[qp.qpn] = qp
         fabric.add(qp)
@@ -287,6 +287,15 @@ extension Router {
         rep.max_inline_data = qp.maxInline
         rep.ring_size = layout.size
         return Reply(rep, fds: [fd], object: "qp \(qp.handle) qpn 0x\(String(qp.qpn, radix: 16))", rule: decision.rule)
+    }
+
+    /// What a QP of this tenant may carry inline: the wire's limit, or the
+    /// tenant's `quotas.inlineBytes` if lower. Reported as the QP's
+    /// max_inline_data (at least what was asked, which the policy checked)
+    /// and enforced on every work request.
+    func inlineLimit(_ tenant: String) -> UInt32 {
+        guard let q = engine.policy(tenant)?.quotas.inlineBytes else { return SLUICE_MAX_INLINE }
+        return UInt32(min(UInt64(SLUICE_MAX_INLINE), q))
     }
 
     static let qpAccessFlags = UInt32(SLUICE_ACCESS_LOCAL_WRITE | SLUICE_ACCESS_REMOTE_WRITE | SLUICE_ACCESS_REMOTE_READ

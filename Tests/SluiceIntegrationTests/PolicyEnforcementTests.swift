@@ -245,3 +245,34 @@ func runTool(_ path: String, _ args: [String]) throws -> (status: Int32, stdout:
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
+
+extension PolicyEnforcementTests {
+    /// quotas.inlineBytes bounds what a QP reports and what a work request
+    /// may carry inline, not only what ibv_create_qp asks for.
+    func testTheInlineQuotaIsEnforcedOnWorkRequests() throws {
+        let router = try RouterProcess(policies: ["q": RouterProcess.permissive("q", extra: "  quotas:\n    inlineBytes: 16\n")])
+        defer { XCTAssertEqual(router.stop(), 0) }
+        let a = try VerbsEndpoint(socket: router.socket("q")), b = try VerbsEndpoint(socket: router.socket("q"))
+        let qa = try a.createQP(inline: 0), qb = try b.createQP()
+        var attr = ibv_qp_attr(), initAttr = ibv_qp_init_attr()
+        XCTAssertEqual(ibv_query_qp(qa, &attr, Int32(IBV_QP_CAP.rawValue), &initAttr), 0)
+        XCTAssertEqual(initAttr.cap.max_inline_data, 16, "the QP reports the quota, not the wire's 256")
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let r = TestBuffer(pages: 1)
+        let rm = try b.register(r.base, 4096, rw)
+        try b.postRecv(qb, id: 1, [sge(r.base, 4096, rm)])
+        var data = [UInt8](repeating: 7, count: 16)
+        try data.withUnsafeMutableBytes { p in
+            try a.postSend(qa, id: 1, IBV_WR_SEND, [ibv_sge(addr: addr(p.baseAddress!), length: 16, lkey: 0)],
+                           flags: ibv_send_flags(IBV_SEND_INLINE.rawValue | IBV_SEND_SIGNALED.rawValue))
+        }
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS, "16 inline bytes fit")
+        XCTAssertEqual(r.bytes(0, 16), data)
+        data = [UInt8](repeating: 8, count: 17)
+        XCTAssertThrowsError(try data.withUnsafeMutableBytes { p in
+            try a.postSend(qa, id: 2, IBV_WR_SEND, [ibv_sge(addr: addr(p.baseAddress!), length: 17, lkey: 0)],
+                           flags: ibv_send_flags(IBV_SEND_INLINE.rawValue | IBV_SEND_SIGNALED.rawValue))
+        }, "17 inline bytes are refused by ibv_post_send (EINVAL), as the QP's max_inline_data says")
+    }
+}
