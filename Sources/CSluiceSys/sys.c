@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define SLUICE_SYS_MAX_FDS 4
+#define SLUICE_SYS_MAX_FDS 8
 
 int sluice_fcntl_int(int fd, int cmd, int arg)
 {

@@ -79,15 +79,16 @@ extension Router {
     ]
 
     /// Validates the framing of one datagram, runs its handler, replies, and
-    /// records the decision. Fds that came along are closed here in every
-    /// case: handlers map what they need and keep no received fd.
+    /// records the decision. Fds that came along are closed in every case
+    /// (by the reaper thread: a tenant's socket with SO_LINGER could block a
+    /// close): handlers map what they need and keep no received fd.
     func handleMessage(_ s: Session, _ raw: UnsafeRawBufferPointer, declaredLength: Int, fds: [Int32], truncated: Bool) {
         var hdr = sluice_msg_hdr()
         if raw.count >= MemoryLayout<sluice_msg_hdr>.size {
             hdr = raw.loadUnaligned(as: sluice_msg_hdr.self)
         }
         let verb = Router.opNames[hdr.opcode] ?? "opcode \(hdr.opcode)"
-        defer { fds.forEach(Sys.close) }
+        defer { fds.forEach(reaper.close) }
 
         func refuse(_ r: Refusal) {
             log.record(event: "control", subject: s.subject, verb: verb, decision: .deny, rule: r.rule ?? "wire", reason: r.reason)

@@ -67,6 +67,11 @@ public final class Router {
     var qpsByNumber: [UInt32: QueuePair] = [:]
     private var nextEndpoint: UInt32 = 1
     private var refusedPeers: [Int32: String] = [:]
+    /// Closes tenant-supplied fds off this thread (see FDReaper).
+    let reaper: FDReaper
+    /// How many fds one receive takes, so that none has to be closed on the
+    /// event loop (the kernel drops any beyond, which it may close here).
+    static let maxReceivedFDs = 8
     private var running = true
     private var rng = SystemRandomNumberGenerator()
 
@@ -83,6 +88,7 @@ public final class Router {
         // interruptions. Blocked before any thread starts (the audit writer's
         // inherits the mask), or a signal could kill the router from there.
         signalFD = try Sys.retrying("signalfd") { sluice_stop_signals_fd() }
+        reaper = FDReaper()
         for dir in [config.runtimeDir, config.runtimeDir + "/tenants"] {
             if mkdir(dir, 0o755) != 0 && errno != EEXIST {
                 throw SystemError("mkdir(\(dir))", errno)
@@ -328,10 +334,10 @@ public final class Router {
             Sys.close(fd)
         }
         var buf = [UInt8](repeating: 0, count: Int(SLUICE_MSG_MAX))
-        var fds: [Int32] = [-1, -1, -1, -1]
+        var fds = [Int32](repeating: -1, count: Router.maxReceivedFDs)
         var nfds: Int32 = 0, truncated: Int32 = 0
-        let n = buf.withUnsafeMutableBytes { sluice_recv_fds(fd, $0.baseAddress, $0.count, &fds, 4, &nfds, &truncated) }
-        fds.prefix(Int(nfds)).forEach(Sys.close)
+        let n = buf.withUnsafeMutableBytes { sluice_recv_fds(fd, $0.baseAddress, $0.count, &fds, Int32(Router.maxReceivedFDs), &nfds, &truncated) }
+        fds.prefix(Int(nfds)).forEach(reaper.close)
         guard n >= MemoryLayout<sluice_msg_hdr>.size else { return }
         let hdr = buf.withUnsafeBytes { $0.loadUnaligned(as: sluice_msg_hdr.self) }
         var rep = sluice_reply_hdr()
@@ -454,12 +460,15 @@ public final class Router {
         // At most 16 requests per wake-up, for the same reason: a tenant
         // that pipelines requests from many threads cannot hold the loop.
         for _ in 0..<16 where !s.closed {
-            var fds: [Int32] = [-1, -1, -1, -1]
+            // Take every fd that came (up to 8) so none is closed on this
+            // thread; more than a request may carry counts as truncated.
+            var fds = [Int32](repeating: -1, count: Router.maxReceivedFDs)
             var nfds: Int32 = 0
             var truncated: Int32 = 0
             let n = buf.withUnsafeMutableBytes { raw in
-                sluice_recv_fds(s.fd, raw.baseAddress, raw.count, &fds, Int32(SLUICE_MSG_MAX_FDS), &nfds, &truncated)
+                sluice_recv_fds(s.fd, raw.baseAddress, raw.count, &fds, Int32(Router.maxReceivedFDs), &nfds, &truncated)
             }
+            if nfds > Int32(SLUICE_MSG_MAX_FDS) { truncated = 1 }
             if n < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK { return }
                 closeSession(s, reason: "socket error: \(String(cString: strerror(errno)))")
@@ -493,10 +502,11 @@ public final class Router {
 
     private func serviceOperator(fd: Int32) {
         var buf = [UInt8](repeating: 0, count: 256)
-        var fds: [Int32] = [-1, -1, -1, -1]
+        var fds = [Int32](repeating: -1, count: Router.maxReceivedFDs)
         var nfds: Int32 = 0
         var truncated: Int32 = 0
-        let n = buf.withUnsafeMutableBytes { sluice_recv_fds(fd, $0.baseAddress, $0.count, &fds, 0, &nfds, &truncated) }
+        let n = buf.withUnsafeMutableBytes { sluice_recv_fds(fd, $0.baseAddress, $0.count, &fds, Int32(Router.maxReceivedFDs), &nfds, &truncated) }
+        fds.prefix(Int(nfds)).forEach(reaper.close)
         if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
         defer {
             unwatch(fd)

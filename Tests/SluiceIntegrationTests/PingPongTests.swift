@@ -60,7 +60,7 @@ final class PingPongTests: XCTestCase {
     func testEverythingIsReclaimedAfterwards() throws {
         let before = try router.status()
         _ = try run(["-g", "0", "-s", "4096", "-n", "100"])
-        let after = try router.waitForStatus { ($0["sessions"] as? Int) == 0 }
+        let after = try router.waitForStatus { ($0["sessions"] as? Int) == 0 && ($0["fds"] as? Int) == (before["fds"] as? Int) }
         XCTAssertEqual(after["sessions"] as? Int, 0)
         XCTAssertEqual(after["objects"] as? [String: Int], ["pd": 0, "mr": 0, "cq": 0, "qp": 0, "channel": 0])
         XCTAssertEqual(after["fds"] as? Int, before["fds"] as? Int, "router fds")

@@ -143,7 +143,8 @@ final class RobustnessTests: XCTestCase {
         kill(c.process.processIdentifier, SIGKILL)
         server.wait()
         c.wait()
-        let after = try router.waitForStatus { ($0["sessions"] as? Int) == 0 }
+        // Tenant fds are closed by the router's reaper thread, a moment later.
+        let after = try router.waitForStatus { ($0["sessions"] as? Int) == 0 && ($0["fds"] as? Int) == (baseline["fds"] as? Int) }
         XCTAssertEqual(after["sessions"] as? Int, 0)
         XCTAssertEqual(after["objects"] as? [String: Int], ["pd": 0, "mr": 0, "cq": 0, "qp": 0, "channel": 0])
         XCTAssertEqual(after["fds"] as? Int, baseline["fds"] as? Int, "router fds back to the baseline")

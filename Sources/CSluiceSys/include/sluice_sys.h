@@ -12,11 +12,12 @@
 /* fcntl(fd, cmd, arg) for integer arguments. */
 int sluice_fcntl_int(int fd, int cmd, int arg);
 
-/* sendmsg() of one datagram with up to 4 fds attached (MSG_NOSIGNAL). */
+/* sendmsg() of one datagram with up to 8 fds attached (MSG_NOSIGNAL). */
 ssize_t sluice_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
 
 /* recvmsg() of one datagram. Received fds (MSG_CMSG_CLOEXEC) are stored in
- * fds[0..*nfds) (at most max_fds; extra ones are closed and *truncated set).
+ * fds[0..*nfds) (at most max_fds, at most 8; extra ones are closed here and
+ * *truncated set — callers that must not block on a close pass 8).
  * *truncated is also set when the datagram was larger than cap (MSG_TRUNC),
  * in which case the return value is the datagram's real length. */
 ssize_t sluice_recv_fds(int sock, void *buf, size_t cap, int *fds, int max_fds, int *nfds, int *truncated);
