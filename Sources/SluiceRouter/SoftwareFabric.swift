@@ -341,16 +341,16 @@ final class SoftwareFabric {
             interval = qp.attrs.timeout == 0 ? 1_000_000 : 4096 << UInt64(qp.attrs.timeout)
             budget = qp.attrs.timeout == 0 ? -1 : Int(qp.attrs.retryCount)
         }
-        var stall = Stall(kind: kind, retryAt: now + interval, retriesLeft: budget)
-        if let s = qp.stall, s.kind == kind {
-            if s.retriesLeft == 0 {
-                let status = kind == .receiverNotReady ? SLUICE_WC_RNR_RETRY_EXC_ERR : SLUICE_WC_RETRY_EXC_ERR
-                return fail(qp, w, UInt32(status), opcode, router,
-                            kind == .receiverNotReady ? "receiver not ready: RNR retries exhausted" : "no response from the peer QP: retries exhausted")
-            }
-            stall.retriesLeft = s.retriesLeft < 0 ? -1 : s.retriesLeft - 1
+        // retriesLeft counts the retries still allowed after the one being
+        // scheduled; a budget of N means N retries, so 0 fails at the first
+        // NAK, as on hardware.
+        let left = qp.stall.map { $0.kind == kind ? $0.retriesLeft : budget } ?? budget
+        if left == 0 {
+            let status = kind == .receiverNotReady ? SLUICE_WC_RNR_RETRY_EXC_ERR : SLUICE_WC_RETRY_EXC_ERR
+            return fail(qp, w, UInt32(status), opcode, router,
+                        kind == .receiverNotReady ? "receiver not ready: RNR retries exhausted" : "no response from the peer QP: retries exhausted")
         }
-        return .wait(stall)
+        return .wait(Stall(kind: kind, retryAt: now + interval, retriesLeft: left < 0 ? -1 : left - 1))
     }
 
     /// IB's RNR NAK timer encoding (IBTA table 45), in nanoseconds.

@@ -316,3 +316,23 @@ extension VerbsTests {
         XCTAssertEqual(UInt32(bigEndian: wc.imm_data), 0xfeed)
     }
 }
+
+extension VerbsTests {
+    /// rnr_retry 0 fails at the first RNR NAK, without retrying: a receive
+    /// posted after the NAK but well before the RNR timer (655 ms for
+    /// min_rnr_timer 0) must not rescue the send.
+    func testRNRRetryZeroMeansNoRetry() throws {
+        let qa = try a.createQP(), qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw, rnrRetry: 0)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        var attr = ibv_qp_attr()
+        attr.min_rnr_timer = 0 // 655.36 ms between RNR retries
+        try b.modify(qb, &attr, [IBV_QP_MIN_RNR_TIMER])
+        let s = TestBuffer(pages: 1), r = TestBuffer(pages: 1)
+        let sm = try a.register(s.base, 4096, rw), rm = try b.register(r.base, 4096, rw)
+        try a.postSend(qa, id: 1, IBV_WR_SEND, [sge(s.base, 8, sm)])
+        usleep(50_000)
+        try b.postRecv(qb, id: 2, [sge(r.base, 64, rm)])
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_RNR_RETRY_EXC_ERR)
+    }
+}
