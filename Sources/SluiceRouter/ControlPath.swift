@@ -10,10 +10,14 @@ struct Refusal: Error {
     let reason: String
     /// The policy rule that refused, when a policy did (else a plain check).
     let rule: String?
-    init(_ errno: Int32, _ reason: String, rule: String? = nil) {
+    /// A fuller reason for the audit log only, when `reason` (which the
+    /// tenant sees) must not reveal another tenant's policy.
+    let auditReason: String?
+    init(_ errno: Int32, _ reason: String, rule: String? = nil, auditReason: String? = nil) {
         self.errno = errno
         self.reason = reason
         self.rule = rule
+        self.auditReason = auditReason
     }
 }
 
@@ -91,7 +95,8 @@ extension Router {
         defer { fds.forEach(reaper.close) }
 
         func refuse(_ r: Refusal) {
-            log.record(event: "control", subject: s.subject, verb: verb, decision: .deny, rule: r.rule ?? "wire", reason: r.reason)
+            log.record(event: "control", subject: s.subject, verb: verb, decision: .deny, rule: r.rule ?? "wire",
+                       reason: r.auditReason ?? r.reason)
             var rep = sluice_reply_hdr()
             fillReplyHeader(&rep, request: hdr, length: MemoryLayout<sluice_reply_hdr>.size, status: r.errno, reason: r.reason)
             send(s, withUnsafeBytes(of: rep) { Array($0) }, fds: [])

@@ -357,7 +357,11 @@ extension Router {
         if mask.contains(.av) || mask.contains(.destQPN) {
             peer = try resolvePeer(s, qp, ah: a.ah, destQPN: a.dest_qp_num)
             let decision = engine.connect(from: s.tenant, to: peer!.session.tenant)
-            try enforce(decision)
+            if case .deny(let rule, let reason, let errno) = decision {
+                // The reason may describe the peer tenant's policy: it goes
+                // to the audit log; the tenant learns only the rule.
+                throw Refusal(errno, "connection refused by policy (rule \(rule))", rule: rule, auditReason: reason)
+            }
             rule = decision.rule
             attrs.ah = a.ah
             attrs.destQPN = a.dest_qp_num

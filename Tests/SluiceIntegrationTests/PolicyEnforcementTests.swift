@@ -120,6 +120,8 @@ final class PolicyEnforcementTests: XCTestCase {
         }
         let refused = router.auditRecords().filter { ($0["decision"] as? String) == "deny" && ($0["verb"] as? String) == "modify_qp" }
         XCTAssertEqual(refused.last?["rule"] as? String, "delta:peers")
+        XCTAssertTrue((refused.last?["reason"] as? String ?? "").contains("delta does not list gamma"),
+                      "the audit record keeps the full reason (the tenant is told only the rule)")
 
         // delta consents: reload, and the same connection goes through.
         try router.writePolicy("delta", gammaDelta(deltaConsents: true)["delta"])
