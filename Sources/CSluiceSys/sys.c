@@ -13,11 +13,6 @@
 
 #define SLUICE_SYS_MAX_FDS 8
 
-int sluice_fcntl_int(int fd, int cmd, int arg)
-{
-	return fcntl(fd, cmd, arg);
-}
-
 ssize_t sluice_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds)
 {
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };

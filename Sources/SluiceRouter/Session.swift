@@ -104,14 +104,6 @@ final class Session {
         Sys.signalByte(asyncWrite)
     }
 
-    /// After OPEN has handed them to the tenant, the router keeps neither
-    /// the page's fd nor the doorbell's write end.
-    func releaseHandedOverFDs() {
-        Sys.close(pageFD)
-        pageFD = -1
-        Sys.close(doorbellWrite)
-        doorbellWrite = -1
-    }
 
     var subject: EventLog.Subject {
         EventLog.Subject(tenant: tenant, session: id, pid: pid, uid: uid)

@@ -62,14 +62,16 @@ final class SoftwareFabric {
     /// The earliest time a waiting request should be retried.
     func nextDeadline() -> UInt64? {
         var d: UInt64?
+        var soon: UInt64?
         for qp in qps {
             if let s = qp.stall, qp.state == .rts { d = min(d ?? s.retryAt, s.retryAt) }
             // A QP in ERR whose flush waits for CQ room must be looked at
             // again even if no doorbell rings (polling a CQ rings none).
             if qp.state == .error, (qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) ?? 0) > 0
                 || (qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity) ?? 0) > 0 {
-                let soon = Sys.monotonicNanos() + 1_000_000
-                d = min(d ?? soon, soon)
+                let t = soon ?? Sys.monotonicNanos() + 1_000_000
+                soon = t
+                d = min(d ?? t, t)
             }
         }
         return d

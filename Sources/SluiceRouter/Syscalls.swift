@@ -41,11 +41,6 @@ enum Sys {
         return try retrying("memfd_create") { sluice_memfd_sealed(name, UInt64(size)) }
     }
 
-    /// `fcntl(2)` with an int argument (the variadic form is not importable).
-    static func fcntlInt(_ fd: Int32, _ cmd: Int32, _ arg: Int32) -> Int32 {
-        return sluice_fcntl_int(fd, cmd, arg)
-    }
-
     /// `fstat(2)`, returning st_blksize (the page size for shmem, the huge
     /// page size for hugetlbfs).
     static func blockSize(_ fd: Int32) throws -> Int {

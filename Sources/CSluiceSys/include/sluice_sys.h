@@ -1,6 +1,6 @@
 /*
  * sluice_sys.h — small C shims for the router: calls whose C shape Swift
- * cannot express directly (variadic fcntl, SCM_RIGHTS control messages,
+ * cannot express directly (fcntl seals, memfds, epoll, signalfd, SCM_RIGHTS control messages,
  * SO_PEERCRED). Each returns -1 and leaves errno set on failure.
  */
 #ifndef SLUICE_SYS_H
@@ -8,9 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-/* fcntl(fd, cmd, arg) for integer arguments. */
-int sluice_fcntl_int(int fd, int cmd, int arg);
 
 /* sendmsg() of one datagram with up to 8 fds attached (MSG_NOSIGNAL). */
 ssize_t sluice_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
