@@ -85,6 +85,16 @@ final class FieldReader {
         return s.string
     }
 
+    /// `true` or `false`, plain. YAML 1.1's other spellings (`yes`, `on`)
+    /// are refused: a policy should say exactly what it means.
+    func boolean(_ node: Node, _ path: String) -> Bool? {
+        guard let s = node.scalar, s.style == .plain, s.string == "true" || s.string == "false" else {
+            fail(node, path, "Invalid type: expected true or false, got \(kind(node) == "a boolean" ? "\"\(node.scalar?.string ?? "")\"" : kind(node))")
+            return nil
+        }
+        return s.string == "true"
+    }
+
     /// A plain decimal integer within `range`.
     func integer(_ node: Node, _ path: String, _ range: ClosedRange<Int>) -> Int? {
         let k = kind(node)

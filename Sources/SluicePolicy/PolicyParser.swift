@@ -20,7 +20,7 @@ enum PolicyParser {
 
     static let apiVersion = "sluice/v1"
     static let kind = "TenantPolicy"
-    static let specFields = ["identity", "addressPool", "quotas", "memoryAccess", "operations", "peers", "rateLimits"]
+    static let specFields = ["identity", "addressPool", "quotas", "memoryAccess", "operations", "peers", "rateLimits", "keyGuessing"]
     static let quotaFields = ["protectionDomains", "memoryRegions", "registeredBytes", "largestRegionBytes",
                               "completionQueues", "completionQueueDepth", "queuePairs", "sendQueueDepth",
                               "receiveQueueDepth", "sgesPerRequest", "inlineBytes"]
@@ -86,6 +86,20 @@ enum PolicyParser {
             p.rateLimits.tenant = m["tenant"].flatMap { rateLimit(r, $0, "spec.rateLimits.tenant") }
             p.rateLimits.queuePair = m["queuePair"].flatMap { rateLimit(r, $0, "spec.rateLimits.queuePair") }
         }
+        if let n = spec["keyGuessing"] { p.keyGuessing = keyGuessing(r, n) }
+    }
+
+    private static func keyGuessing(_ r: FieldReader, _ node: Node) -> KeyGuessing {
+        var k = KeyGuessing()
+        guard let m = r.mapping(node, "spec.keyGuessing", allowed: ["maxFailures", "windowSeconds", "quarantine"]) else { return k }
+        if let n = m["maxFailures"], let v = r.integer(n, "spec.keyGuessing.maxFailures", 1...KeyGuessing.maxFailuresLimit) {
+            k.maxFailures = v
+        }
+        if let n = m["windowSeconds"], let v = r.integer(n, "spec.keyGuessing.windowSeconds", 1...KeyGuessing.maxWindowSeconds) {
+            k.windowSeconds = v
+        }
+        if let n = m["quarantine"], let v = r.boolean(n, "spec.keyGuessing.quarantine") { k.quarantine = v }
+        return k
     }
 
     // MARK: sections

@@ -16,12 +16,15 @@ public struct TenantPolicy: Equatable, Sendable {
     /// `spec.peers`, in file order; one entry per tenant.
     public var peers: [PeerRule]
     public var rateLimits: RateLimits
+    /// `spec.keyGuessing`: when failed remote accesses mean an attack.
+    public var keyGuessing: KeyGuessing
     /// The file it was loaded from, for messages.
     public var source: String
 
     public init(name: String, identity: Identity, addressPool: IPv4Pool? = nil, quotas: Quotas = Quotas(),
                 memoryAccess: MemoryAccess = .defaultAllowed, operations: OperationSet = [],
-                peers: [PeerRule] = [], rateLimits: RateLimits = RateLimits(), source: String = "") {
+                peers: [PeerRule] = [], rateLimits: RateLimits = RateLimits(), keyGuessing: KeyGuessing = KeyGuessing(),
+                source: String = "") {
         self.name = name
         self.identity = identity
         self.addressPool = addressPool
@@ -30,6 +33,7 @@ public struct TenantPolicy: Equatable, Sendable {
         self.operations = operations
         self.peers = peers
         self.rateLimits = rateLimits
+        self.keyGuessing = keyGuessing
         self.source = source
     }
 
@@ -154,4 +158,27 @@ public struct RateLimit: Equatable, Sendable {
     public var burstOperationsOrDefault: UInt64? {
         burstOperations ?? operations.map { max(1, $0 / 10) }
     }
+}
+
+/// `spec.keyGuessing`: the detector of remote-key guessing (ReDMArk). A
+/// remote access that fails (a key that does not resolve in the peer's
+/// protection domain, or that does not cover the range or grant the access)
+/// counts against the tenant; `maxFailures` of them within `windowSeconds`
+/// mean guessing: the tenant's faulting QPs go to the error state, an alert is
+/// audited and, with `quarantine`, the tenant may not create or connect QPs
+/// until an operator clears it. A program that works never fails a remote
+/// access, so the defaults are strict.
+public struct KeyGuessing: Equatable, Sendable {
+    public var maxFailures: Int
+    public var windowSeconds: Int
+    public var quarantine: Bool
+
+    public init(maxFailures: Int = 32, windowSeconds: Int = 10, quarantine: Bool = false) {
+        self.maxFailures = maxFailures
+        self.windowSeconds = windowSeconds
+        self.quarantine = quarantine
+    }
+
+    public static let maxFailuresLimit = 1_000_000
+    public static let maxWindowSeconds = 86_400
 }

@@ -236,6 +236,7 @@ extension Router {
     // MARK: queue pairs
 
     func createQP(_ s: Session, _ req: sluice_create_qp_req) throws -> Reply {
+        try checkQuarantine(s)
         guard req.qp_type == UInt32(SLUICE_QPT_RC) else { throw Refusal(EOPNOTSUPP, "QP type \(req.qp_type) is not supported; only RC") }
         guard let pd = s.pds.lookup(req.pd) else { throw Refusal(EINVAL, "no protection domain \(req.pd) in this session") }
         guard let scq = s.cqs.lookup(req.send_cq) else { throw Refusal(EINVAL, "no completion queue \(req.send_cq) in this session") }
@@ -355,20 +356,36 @@ extension Router {
         var peer: QueuePair? = qp.peer
         var rule: String?
         if mask.contains(.av) || mask.contains(.destQPN) {
-            peer = try resolvePeer(s, qp, ah: a.ah, destQPN: a.dest_qp_num)
-            let decision = engine.connect(from: s.tenant, to: peer!.session.tenant)
+            try checkQuarantine(s)
+            let p = try resolvePeer(s, qp, ah: a.ah, destQPN: a.dest_qp_num)
+            let decision = engine.connect(from: s.tenant, to: p.session.tenant)
             if case .deny(let rule, let reason, let errno) = decision {
                 // The reason may describe the peer tenant's policy: it goes
                 // to the audit log; the tenant learns only the rule.
                 throw Refusal(errno, "connection refused by policy (rule \(rule))", rule: rule, auditReason: reason)
             }
+            // One connection per QP pair: a QP already connected to, or
+            // claimed by, another QP cannot be joined (NeVerMore's hijack).
+            if let other = p.peer, other !== qp, !other.destroyed {
+                throw Refusal(EINVAL, "queue pair 0x\(String(p.qpn, radix: 16)) is already connected to another QP",
+                              rule: "connection.exclusive")
+            }
+            // A claimant in ERR holds no connection any more (it must reset
+            // to use one again); the target's own `peer` is checked above.
+            if let other = p.claimedBy, other !== qp, !other.destroyed, other.peer === p, other.state != .error {
+                throw Refusal(EINVAL, "queue pair 0x\(String(p.qpn, radix: 16)) is already connected to another QP",
+                              rule: "connection.exclusive")
+            }
+            peer = p
             rule = decision.rule
             attrs.ah = a.ah
             attrs.destQPN = a.dest_qp_num
         }
         // All checks passed: commit.
         qp.attrs = attrs
+        if let old = qp.peer, old !== peer, old.claimedBy === qp { old.claimedBy = nil }
         qp.peer = peer
+        peer?.claimedBy = qp
         if let peer {
             qp.allowedOperations = engine.connectionOperations(from: s.tenant, to: peer.session.tenant)
         }
@@ -386,10 +403,12 @@ extension Router {
     func resolvePeer(_ s: Session, _ qp: QueuePair, ah: sluice_ah, destQPN: UInt32) throws -> QueuePair {
         let endpoint: Session?
         if ah.is_global != 0 {
-            guard ah.sgid_index == 0 else { throw Refusal(EINVAL, "source GID index \(ah.sgid_index) does not exist") }
+            guard ah.sgid_index == 0 else {
+                throw Refusal(EINVAL, "source GID index \(ah.sgid_index) does not exist", rule: "connection.address")
+            }
             let g = withUnsafeBytes(of: ah.dgid) { Array($0) }
             guard g[0..<10].allSatisfy({ $0 == 0 }), g[10] == 0xff, g[11] == 0xff else {
-                throw Refusal(EINVAL, "destination GID is not a Sluice endpoint address")
+                throw Refusal(EINVAL, "destination GID is not a Sluice endpoint address", rule: "connection.address")
             }
             let v4 = UInt32(g[12]) << 24 | UInt32(g[13]) << 16 | UInt32(g[14]) << 8 | UInt32(g[15])
             endpoint = endpointsByIPv4[v4]
@@ -397,7 +416,7 @@ extension Router {
             endpoint = endpointsByLID[ah.dlid]
         }
         guard let ep = endpoint, let peer = qpsByNumber[destQPN & 0xff_ffff], peer.session === ep, !peer.destroyed else {
-            throw Refusal(EINVAL, "no queue pair 0x\(String(destQPN, radix: 16)) at that address")
+            throw Refusal(EINVAL, "no queue pair 0x\(String(destQPN, radix: 16)) at that address", rule: "connection.address")
         }
         return peer
     }
@@ -407,6 +426,7 @@ extension Router {
         switch state {
         case .reset:
             // Everything posted is discarded without completions.
+            if let p = qp.peer, p.claimedBy === qp { p.claimedBy = nil }
             qp.peer = nil
             qp.allowedOperations = []
             qp.stall = nil

@@ -204,10 +204,15 @@ final class QueuePair {
     var attrs = QPAttributes()
     /// The QP this one is connected to, resolved by the router at RTR.
     weak var peer: QueuePair?
+    /// The QP that connected to this one (its `peer` is this QP), so that
+    /// no second QP can connect here while it is.
+    weak var claimedBy: QueuePair?
     /// What this QP may post to its peer: both tenants' policies, computed
     /// at connect and on reload, so a work request costs one AND.
     var allowedOperations: OperationSet = []
     var destroyed = false
+    /// When a remote access of this QP last failed (key-guessing detector).
+    var lastRemoteFault: UInt64?
     var stall: Stall?
     /// The head send request, copied out of the ring once and kept while it
     /// waits (RNR, peer not ready), so a retry executes the same copy.

@@ -20,13 +20,23 @@ public enum OperatorClient {
         return (answer.status == 0, String(decoding: answer.body, as: UTF8.self))
     }
 
+    /// Lifts the key-guessing quarantine of a tenant. Returns the router's message.
+    public static func clearQuarantine(socketPath: String, tenant: String) throws -> String {
+        var name = Array(tenant.utf8)
+        guard name.count < 64, !name.contains(0) else { throw SystemError("tenant name \"\(tenant)\" is too long", EINVAL) }
+        name += [UInt8](repeating: 0, count: 64 - name.count) // sluice_tenant_req.tenant
+        let answer = try request(socketPath: socketPath, opcode: SLUICE_OP_CLEAR_QUARANTINE.rawValue, payload: name)
+        guard answer.status == 0 else { throw SystemError("router refused: \(answer.reason)", answer.status) }
+        return String(decoding: answer.body, as: UTF8.self)
+    }
+
     public struct Answer {
         public var status: Int32
         public var reason: String
         public var body: [UInt8]
     }
 
-    static func request(socketPath: String, opcode: UInt32) throws -> Answer {
+    static func request(socketPath: String, opcode: UInt32, payload: [UInt8] = []) throws -> Answer {
         let fd = try Sys.retrying("socket") { socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         defer { Sys.close(fd) }
         var addr = sockaddr_un()
@@ -38,13 +48,14 @@ public enum OperatorClient {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard r == 0 else { throw SystemError("connect(\(socketPath))", errno) }
-        var req = sluice_status_req()
-        req.hdr.magic = SLUICE_WIRE_MAGIC
-        req.hdr.version = UInt16(SLUICE_WIRE_VERSION)
-        req.hdr.opcode = UInt16(opcode)
-        req.hdr.length = UInt32(MemoryLayout<sluice_status_req>.size)
-        req.hdr.seq = 1
-        let sent = withUnsafeBytes(of: req) { sluice_send_fds(fd, $0.baseAddress, $0.count, nil, 0) }
+        var hdr = sluice_msg_hdr()
+        hdr.magic = SLUICE_WIRE_MAGIC
+        hdr.version = UInt16(SLUICE_WIRE_VERSION)
+        hdr.opcode = UInt16(opcode)
+        hdr.length = UInt32(MemoryLayout<sluice_msg_hdr>.size + payload.count)
+        hdr.seq = 1
+        let message = withUnsafeBytes(of: hdr) { Array($0) } + payload
+        let sent = message.withUnsafeBytes { sluice_send_fds(fd, $0.baseAddress, $0.count, nil, 0) }
         guard sent >= 0 else { throw SystemError("send", errno) }
         let cap = MemoryLayout<sluice_reply_hdr>.size + Int(SLUICE_STATUS_MAX)
         var buf = [UInt8](repeating: 0, count: cap)

@@ -65,7 +65,10 @@ public final class Router {
     var endpointsByLID: [UInt16: Session] = [:]
     var endpointsByIPv4: [UInt32: Session] = [:]
     var qpsByNumber: [UInt32: QueuePair] = [:]
-    private var nextEndpoint: UInt32 = 1
+    /// Key-guessing detector: failed remote accesses per tenant, and the
+    /// tenants it quarantined (until an operator clears them).
+    var faultWindows: [String: FaultWindow] = [:]
+    var quarantined: Set<String> = []
     private var refusedPeers: [Int32: String] = [:]
     /// Closes tenant-supplied fds off this thread (see FDReaper).
     let reaper: FDReaper
@@ -349,29 +352,28 @@ public final class Router {
     /// from the tenant's `addressPool`, or, for tenants without one, from the
     /// shared pool 10.77.0.0/16 outside every tenant's pool.
     private func allocateEndpoint(tenant: String) -> (UInt16, UInt32)? {
-        var lid: UInt16?
-        for _ in 0..<0xbfff {
-            let candidate = UInt16(nextEndpoint)
-            nextEndpoint = nextEndpoint >= 0xbfff ? 1 : nextEndpoint + 1
-            if endpointsByLID[candidate] == nil {
-                lid = candidate
-                break
-            }
-        }
-        guard let lid else { return nil }
+        // Random, not sequential: an address says nothing about its
+        // neighbours, nor how many endpoints the router serves.
+        guard endpointsByLID.count < 0xbfff else { return nil }
+        var lid: UInt16 = 0
+        repeat { lid = UInt16.random(in: 1...0xbfff, using: &rng) } while endpointsByLID[lid] != nil
         let own = engine.policy(tenant)?.addressPool
         let range = own?.usableAddresses ?? Router.sharedPool.usableAddresses
         let pools = engine.policies.tenants.compactMap(\.addressPool)
-        // Start at the same host part as the LID so addresses are easy to
-        // read in tests, and scan from there.
+        func usable(_ a: UInt32) -> Bool {
+            endpointsByIPv4[a] == nil && (own != nil || !pools.contains(where: { $0.contains(a) }))
+        }
+        for _ in 0..<64 {
+            let a = UInt32.random(in: range, using: &rng)
+            if usable(a) { return (lid, a) }
+        }
+        // A nearly full pool: scan from a random start.
         let span = UInt64(range.upperBound - range.lowerBound) + 1
-        var offset = UInt64(lid) % span
+        var offset = UInt64.random(in: 0..<span, using: &rng)
         for _ in 0..<min(span, 1 << 16) {
             let a = range.lowerBound + UInt32(offset)
             offset = (offset + 1) % span
-            if endpointsByIPv4[a] != nil { continue }
-            if own == nil && pools.contains(where: { $0.contains(a) }) { continue }
-            return (lid, a)
+            if usable(a) { return (lid, a) }
         }
         return nil
     }
@@ -430,6 +432,7 @@ public final class Router {
 
     func destroyQP(_ qp: QueuePair, in s: Session) {
         qp.destroyed = true
+        if let p = qp.peer, p.claimedBy === qp { p.claimedBy = nil }
         qp.peer = nil
         s.qps.remove(qp.handle)
         qpsByNumber[qp.qpn] = nil
@@ -524,6 +527,16 @@ public final class Router {
             body = statusJSON()
         } else if Router.testHook(hdr.opcode) {
             return
+        } else if hdr.opcode == UInt16(SLUICE_OP_CLEAR_QUARANTINE.rawValue) {
+            if n < MemoryLayout<sluice_tenant_req>.size {
+                status = EINVAL
+                reason = "the request names no tenant"
+            } else {
+                let req = buf.withUnsafeBytes { $0.loadUnaligned(as: sluice_tenant_req.self) }
+                let tenant = withUnsafeBytes(of: req.tenant) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                let was = clearQuarantine(tenant, requestedBy: "sluice quarantine clear")
+                body = Array((was ? "tenant \(tenant) is no longer quarantined" : "tenant \(tenant) was not quarantined").utf8)
+            }
         } else if hdr.opcode == UInt16(SLUICE_OP_RELOAD_POLICY.rawValue) {
             let (ok, message) = reloadPolicies(requestedBy: "sluice policy reload")
             if !ok {
@@ -533,7 +546,7 @@ public final class Router {
             body = Array(message.utf8)
         } else {
             status = EOPNOTSUPP
-            reason = "the operator socket answers STATUS and RELOAD_POLICY"
+            reason = "the operator socket answers STATUS, RELOAD_POLICY and CLEAR_QUARANTINE"
         }
         body = Array(body.prefix(Int(SLUICE_STATUS_MAX)))
         var rep = sluice_reply_hdr()
@@ -578,6 +591,7 @@ public final class Router {
         }
         let obj: [String: Any] = [
             "sessions": sessions.count,
+            "quarantined": quarantined.sorted(),
             "objects": totals,
             "tenants": perTenant,
             "sessionList": sessionList,

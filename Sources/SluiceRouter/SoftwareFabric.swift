@@ -95,7 +95,7 @@ final class SoftwareFabric {
                 wqe = held
             } else {
                 guard let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) else {
-                    router.denyDataPath(qp, "send queue producer index is corrupt; QP moved to ERR")
+                    router.denyDataPath(qp, "send queue producer index is corrupt; QP moved to ERR", rule: "ring")
                     router.enter(qp, .error)
                     return true
                 }
@@ -131,10 +131,14 @@ final class SoftwareFabric {
         case Int(SLUICE_WR_SEND), Int(SLUICE_WR_SEND_WITH_IMM): wcOpcode = UInt32(SLUICE_WC_OP_SEND)
         case Int(SLUICE_WR_RDMA_WRITE), Int(SLUICE_WR_RDMA_WRITE_WITH_IMM): wcOpcode = UInt32(SLUICE_WC_OP_RDMA_WRITE)
         case Int(SLUICE_WR_RDMA_READ): wcOpcode = UInt32(SLUICE_WC_OP_RDMA_READ)
+        case Int(SLUICE_WR_ATOMIC_CMP_AND_SWP): wcOpcode = UInt32(SLUICE_WC_OP_COMP_SWAP)
+        case Int(SLUICE_WR_ATOMIC_FETCH_AND_ADD): wcOpcode = UInt32(SLUICE_WC_OP_FETCH_ADD)
         default:
-            return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), 0, router, "opcode \(w.opcode) is not supported")
+            return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), 0, router, "opcode", "opcode \(w.opcode) is not supported")
         }
-        let isRead = w.opcode == UInt32(SLUICE_WR_RDMA_READ)
+        let isAtomic = w.opcode == UInt32(SLUICE_WR_ATOMIC_CMP_AND_SWP) || w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
+        // READ and atomics bring data back into the local buffers.
+        let isRead = w.opcode == UInt32(SLUICE_WR_RDMA_READ) || isAtomic
         let isSend = w.opcode == UInt32(SLUICE_WR_SEND) || w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM)
         let withImm = w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM) || w.opcode == UInt32(SLUICE_WR_RDMA_WRITE_WITH_IMM)
 
@@ -143,9 +147,9 @@ final class SoftwareFabric {
         dst.removeAll(keepingCapacity: true)
         var total: UInt64 = 0
         if w.send_flags & UInt32(SLUICE_SEND_INLINE) != 0 {
-            guard !isRead else { return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "inline data on an RDMA READ") }
+            guard !isRead else { return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "inline", "inline data on an RDMA READ or atomic") }
             guard w.inline_len <= qp.maxInline else {
-                return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "inline length \(w.inline_len) above \(qp.maxInline)")
+                return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "inline", "inline length \(w.inline_len) above \(qp.maxInline)")
             }
             let n = Int(w.inline_len)
             withUnsafeBytes(of: w.inline_data) { raw in
@@ -156,19 +160,20 @@ final class SoftwareFabric {
             total = UInt64(n)
         } else {
             guard w.num_sge <= qp.maxSendSGE else {
-                return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "\(w.num_sge) SGEs, above the QP's \(qp.maxSendSGE)")
+                return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "sge", "\(w.num_sge) SGEs, above the QP's \(qp.maxSendSGE)")
             }
             for i in 0..<Int(w.num_sge) {
                 let sge = w.sge(i)
                 if sge.length == 0 { continue }
                 guard let mr = qp.session.lkeys[sge.lkey], mr.pd === qp.pd,
                       let p = mr.local(sge.addr, UInt64(sge.length)) else {
-                    return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router,
+                    return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "lkey",
                                 "lkey 0x\(String(sge.lkey, radix: 16)) does not cover [0x\(String(sge.addr, radix: 16)), +\(sge.length)) in the QP's PD")
                 }
                 if isRead {
                     guard mr.writable else {
-                        return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "RDMA READ into a region without local write")
+                        return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "lkey",
+                                    "RDMA READ or atomic result into a region without local write")
                     }
                     dst.append((p, Int(sge.length)))
                 } else {
@@ -177,8 +182,12 @@ final class SoftwareFabric {
                 total += UInt64(sge.length)
             }
             guard total <= 1 << 31 else {
-                return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "message of \(total) bytes is above 2 GiB")
+                return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "length", "message of \(total) bytes is above 2 GiB")
             }
+        }
+        if isAtomic && total != 8 {
+            return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "atomic.length",
+                        "an atomic's local buffer is \(total) bytes, not 8")
         }
 
         // The connection: only the QP the router resolved at RTR, and only
@@ -195,7 +204,7 @@ final class SoftwareFabric {
         var recv: sluice_recv_wqe?
         if isSend || withImm {
             guard let avail = peer.pending(prod: peer.rqProd, cons: peer.rqCons, capacity: peer.rqCapacity) else {
-                router.denyDataPath(peer, "receive queue producer index is corrupt; QP moved to ERR")
+                router.denyDataPath(peer, "receive queue producer index is corrupt; QP moved to ERR", rule: "ring")
                 router.enter(peer, .error)
                 return stallOrFail(qp, w, .peerNotReady, wcOpcode, now: now, router: router)
             }
@@ -211,7 +220,7 @@ final class SoftwareFabric {
             // Scatter into the receive request's buffers, in the peer's PD.
             guard r.num_sge <= peer.maxRecvSGE else {
                 return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_QP_OP_ERR), remote: UInt32(SLUICE_WC_REM_OP_ERR),
-                                      wcOpcode, router, "receive request with \(r.num_sge) SGEs, above the QP's \(peer.maxRecvSGE)")
+                                      wcOpcode, router, "sge", "receive request with \(r.num_sge) SGEs, above the QP's \(peer.maxRecvSGE)")
             }
             var room: UInt64 = 0
             for i in 0..<Int(r.num_sge) {
@@ -220,36 +229,63 @@ final class SoftwareFabric {
                 guard let mr = peer.session.lkeys[sge.lkey], mr.pd === peer.pd, mr.writable,
                       let p = mr.local(sge.addr, UInt64(sge.length)) else {
                     return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_PROT_ERR), remote: UInt32(SLUICE_WC_REM_OP_ERR),
-                                          wcOpcode, router, "receive lkey 0x\(String(sge.lkey, radix: 16)) does not cover its buffer")
+                                          wcOpcode, router, "lkey", "receive lkey 0x\(String(sge.lkey, radix: 16)) does not cover its buffer")
                 }
                 dst.append((p, Int(sge.length)))
                 room += UInt64(sge.length)
             }
             guard room >= total else {
                 return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_LEN_ERR), remote: UInt32(SLUICE_WC_REM_INV_REQ_ERR),
-                                      wcOpcode, router, "message of \(total) bytes does not fit the \(room)-byte receive buffers")
+                                      wcOpcode, router, "length", "message of \(total) bytes does not fit the \(room)-byte receive buffers")
             }
             copy(src, dst)
         } else if !isSend {
-            // RDMA WRITE or READ: the rkey resolves only in the peer QP's PD.
-            let needFlag = UInt32(isRead ? SLUICE_ACCESS_REMOTE_READ : SLUICE_ACCESS_REMOTE_WRITE)
+            // RDMA WRITE, READ or atomic: the rkey resolves only in the peer QP's PD.
+            let needFlag = UInt32(isAtomic ? SLUICE_ACCESS_REMOTE_ATOMIC : isRead ? SLUICE_ACCESS_REMOTE_READ : SLUICE_ACCESS_REMOTE_WRITE)
+            let what = isAtomic ? "atomic" : isRead ? "read" : "write"
             guard peer.attrs.accessFlags & needFlag != 0 else {
-                return fail(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, router,
-                            "the remote QP does not allow remote \(isRead ? "read" : "write")")
+                return fail(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, router, "qp.access",
+                            "the remote QP does not allow remote \(what)")
+            }
+            if isAtomic && w.remote_addr & 7 != 0 {
+                return fail(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, router, "atomic.alignment",
+                            "atomic at 0x\(String(w.remote_addr, radix: 16)) is not 8-byte aligned")
             }
             // A zero-length transfer touches no memory: like a NIC, do not
             // check its rkey (zero-byte WRITE_WITH_IMM is a common notify).
             if total > 0 {
-            guard let mr = peer.session.rkeys[w.rkey], mr.pd === peer.pd, mr.access & needFlag != 0,
-                  let p = mr.remote(w.remote_addr, total) else {
-                return fail(qp, w, UInt32(SLUICE_WC_REM_ACCESS_ERR), wcOpcode, router,
-                            "rkey 0x\(String(w.rkey, radix: 16)) does not grant \(isRead ? "read" : "write") of [0x\(String(w.remote_addr, radix: 16)), +\(total)) in the peer's PD")
-            }
-            if isRead {
-                scatter(UnsafeRawPointer(p), Int(total), dst)
-            } else {
-                gather(src, p)
-            }
+                // The three refusals look the same to the tenant (no oracle
+                // for which part of a guess was right); the log tells them apart.
+                let range = "[0x\(String(w.remote_addr, radix: 16)), +\(total))"
+                guard let mr = peer.session.rkeys[w.rkey], mr.pd === peer.pd else {
+                    return remoteAccessFault(qp, w, wcOpcode, router, now: now, rule: "rkey",
+                                             "rkey 0x\(String(w.rkey, radix: 16)) does not exist in the peer QP's PD")
+                }
+                guard mr.access & needFlag != 0 else {
+                    return remoteAccessFault(qp, w, wcOpcode, router, now: now, rule: "rkey.access",
+                                             "rkey 0x\(String(w.rkey, radix: 16)) does not grant remote \(what)")
+                }
+                guard let p = mr.remote(w.remote_addr, total) else {
+                    return remoteAccessFault(qp, w, wcOpcode, router, now: now, rule: "rkey.bounds",
+                                             "\(range) is outside the region of rkey 0x\(String(w.rkey, radix: 16))")
+                }
+                if isAtomic {
+                    // The mapping's alignment follows the region's iova, which
+                    // the tenant chose: check the word itself too.
+                    guard UInt(bitPattern: p) & 7 == 0 else {
+                        return fail(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, router, "atomic.alignment",
+                                    "atomic target is not 8-byte aligned in the region's memory")
+                    }
+                    let word = p.assumingMemoryBound(to: UInt64.self)
+                    var old = w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
+                        ? sluice_atomic_fetch_add64(word, w.compare_add)
+                        : sluice_atomic_cmp_swap64(word, w.compare_add, w.swap)
+                    withUnsafeBytes(of: &old) { scatter($0.baseAddress!, 8, dst) }
+                } else if isRead {
+                    scatter(UnsafeRawPointer(p), Int(total), dst)
+                } else {
+                    gather(src, p)
+                }
             }
         }
 
@@ -287,7 +323,7 @@ final class SoftwareFabric {
         let decision = router.engine.workRequest(from: from, to: to, operation: OperationSet.wireOpcode(w.opcode) ?? [])
         let byPeer = decision.rule.hasPrefix("\(to):")
         let status = byPeer ? SLUICE_WC_REM_INV_REQ_ERR : SLUICE_WC_LOC_QP_OP_ERR
-        return fail(qp, w, UInt32(status), opcode, router, "policy \(decision.rule): " + Router.reason(decision))
+        return fail(qp, w, UInt32(status), opcode, router, decision.rule, Router.reason(decision))
     }
 
     private func requesterCQE(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32, _ len: UInt32) -> sluice_cqe {
@@ -303,9 +339,9 @@ final class SoftwareFabric {
     /// An error on the requester's side: an error completion (always, even
     /// for an unsignaled request), and the QP goes to ERR.
     private func fail(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32, _ router: Router,
-                      _ reason: String) -> Outcome {
+                      _ rule: String, _ reason: String) -> Outcome {
         // Recorded before the tenant can see the completion.
-        router.denyDataPath(qp, reason)
+        router.denyDataPath(qp, reason, rule: rule)
         qp.consumeSend()
         qp.sendCQ.push(requesterCQE(qp, w, status, opcode, 0), solicited: false)
         qp.held = nil
@@ -313,10 +349,20 @@ final class SoftwareFabric {
         return .failed
     }
 
+    /// A remote key that did not resolve, or did not cover the access: the
+    /// requester's QP fails, and the fault counts toward key guessing.
+    private func remoteAccessFault(_ qp: QueuePair, _ w: sluice_send_wqe, _ opcode: UInt32, _ router: Router,
+                                   now: UInt64, rule: String, _ reason: String) -> Outcome {
+        let outcome = fail(qp, w, UInt32(SLUICE_WC_REM_ACCESS_ERR), opcode, router, rule, reason)
+        router.noteRemoteAccessFault(qp, now: now)
+        return outcome
+    }
+
     /// The receive request could not take the message: the responder gets
     /// the local error and goes to ERR; the requester gets the remote error.
     private func responderError(_ qp: QueuePair, _ peer: QueuePair, _ w: sluice_send_wqe, _ r: sluice_recv_wqe,
-                                local: UInt32, remote: UInt32, _ opcode: UInt32, _ router: Router, _ reason: String) -> Outcome {
+                                local: UInt32, remote: UInt32, _ opcode: UInt32, _ router: Router, _ rule: String,
+                                _ reason: String) -> Outcome {
         peer.consumeRecv()
         var c = sluice_cqe()
         c.wr_id = r.wr_id
@@ -325,9 +371,9 @@ final class SoftwareFabric {
         c.qp_num = peer.qpn
         c.src_qp = qp.qpn
         peer.recvCQ.push(c, solicited: true)
-        router.denyDataPath(peer, reason)
+        router.denyDataPath(peer, reason, rule: rule)
         router.enter(peer, .error)
-        return fail(qp, w, remote, opcode, router, "remote: " + reason)
+        return fail(qp, w, remote, opcode, router, rule, "remote: " + reason)
     }
 
     /// RNR and transport retries: wait and try again, up to the QP's count.
@@ -349,7 +395,7 @@ final class SoftwareFabric {
         let left = qp.stall.map { $0.kind == kind ? $0.retriesLeft : budget } ?? budget
         if left == 0 {
             let status = kind == .receiverNotReady ? SLUICE_WC_RNR_RETRY_EXC_ERR : SLUICE_WC_RETRY_EXC_ERR
-            return fail(qp, w, UInt32(status), opcode, router,
+            return fail(qp, w, UInt32(status), opcode, router, kind == .receiverNotReady ? "retry.rnr" : "retry.transport",
                         kind == .receiverNotReady ? "receiver not ready: RNR retries exhausted" : "no response from the peer QP: retries exhausted")
         }
         return .wait(Stall(kind: kind, retryAt: now + interval, retriesLeft: left < 0 ? -1 : left - 1))
@@ -435,8 +481,8 @@ final class SoftwareFabric {
 extension Router {
     /// Records a refused or failed work request, one record each (allows
     /// are only counted).
-    func denyDataPath(_ qp: QueuePair, _ reason: String) {
+    func denyDataPath(_ qp: QueuePair, _ reason: String, rule: String) {
         log.record(event: "datapath", subject: qp.session.subject, verb: "post_send",
-                   object: "qpn 0x\(String(qp.qpn, radix: 16))", decision: .deny, reason: reason)
+                   object: "qpn 0x\(String(qp.qpn, radix: 16))", decision: .deny, rule: rule, reason: reason)
     }
 }

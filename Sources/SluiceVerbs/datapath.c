@@ -51,6 +51,11 @@ static int is_rdma(enum ibv_wr_opcode op)
 	       op == IBV_WR_RDMA_READ;
 }
 
+static int is_atomic(enum ibv_wr_opcode op)
+{
+	return op == IBV_WR_ATOMIC_CMP_AND_SWP || op == IBV_WR_ATOMIC_FETCH_AND_ADD;
+}
+
 /* The errors ibv_post_send() documents as the caller's (EINVAL). */
 static int check_send_wr(const struct sluice_qp *sqp, const struct ibv_send_wr *wr)
 {
@@ -61,8 +66,15 @@ static int check_send_wr(const struct sluice_qp *sqp, const struct ibv_send_wr *
 	case IBV_WR_SEND_WITH_IMM:
 	case IBV_WR_RDMA_READ:
 		break;
+	case IBV_WR_ATOMIC_CMP_AND_SWP:
+	case IBV_WR_ATOMIC_FETCH_AND_ADD:
+		/* The original value comes back into the (8-byte) SGE; the
+		 * router checks its length and the remote alignment. */
+		if (wr->send_flags & IBV_SEND_INLINE)
+			return EINVAL;
+		break;
 	default:
-		return EINVAL;            /* atomics, MW binds, ... not supported */
+		return EINVAL;            /* MW binds, LSO, ... not supported */
 	}
 	if (wr->num_sge < 0 || (uint32_t)wr->num_sge > sqp->cap.max_send_sge)
 		return EINVAL;
@@ -86,10 +98,17 @@ static void write_send_wqe(const struct sluice_qp *sqp, struct sluice_send_wqe *
 	wqe->opcode = wr->opcode;
 	wqe->send_flags = wr->send_flags | (sqp->sq_sig_all ? IBV_SEND_SIGNALED : 0);
 	wqe->imm_data = wr->imm_data;     /* network order, untouched */
-	wqe->rkey = is_rdma(wr->opcode) ? wr->wr.rdma.rkey : 0;
-	wqe->remote_addr = is_rdma(wr->opcode) ? wr->wr.rdma.remote_addr : 0;
-	wqe->compare_add = 0;
-	wqe->swap = 0;
+	if (is_atomic(wr->opcode)) {
+		wqe->rkey = wr->wr.atomic.rkey;
+		wqe->remote_addr = wr->wr.atomic.remote_addr;
+		wqe->compare_add = wr->wr.atomic.compare_add;
+		wqe->swap = wr->wr.atomic.swap;
+	} else {
+		wqe->rkey = is_rdma(wr->opcode) ? wr->wr.rdma.rkey : 0;
+		wqe->remote_addr = is_rdma(wr->opcode) ? wr->wr.rdma.remote_addr : 0;
+		wqe->compare_add = 0;
+		wqe->swap = 0;
+	}
 	wqe->reserved = 0;
 	if (wr->send_flags & IBV_SEND_INLINE) {
 		/* Gathered now: the application may reuse its buffers as soon

@@ -264,7 +264,9 @@ SLUICE_EXPORT int ibv_query_device(struct ibv_context *context,
 	attr->max_qp_rd_atom = SLUICE_RD_ATOM;
 	attr->max_qp_init_rd_atom = SLUICE_RD_ATOM;
 	attr->max_res_rd_atom = (int)info->max_qp * SLUICE_RD_ATOM;
-	attr->atomic_cap = IBV_ATOMIC_NONE;
+	/* Atomics are atomic with respect to every access through the device
+	 * (the router uses CPU atomics, but a hardware backend need not). */
+	attr->atomic_cap = IBV_ATOMIC_HCA;
 	attr->max_pkeys = 1;
 	attr->phys_port_cnt = 1;
 	return 0;

@@ -30,6 +30,9 @@ struct Status: ParsableCommand {
         }
         print("sessions: \(obj["sessions"] ?? 0)   fds: \(obj["fds"] ?? 0)   mappings: \(obj["mappings"] ?? 0) (\(obj["mappedBytes"] ?? 0) bytes)")
         print(Status.sandboxLine(obj["sandbox"] as? [String: Any]))
+        if let q = obj["quarantined"] as? [String], !q.isEmpty {
+            print("quarantined (key guessing): " + q.joined(separator: ", ") + "   (sluice quarantine clear <tenant>)")
+        }
         if let tenants = obj["tenants"] as? [String: [String: Int]] {
             let cols = ["sessions", "pd", "mr", "cq", "qp", "channel"]
             print("tenant".padding(toLength: 16, withPad: " ", startingAt: 0) + cols.map { $0.padding(toLength: 9, withPad: " ", startingAt: 0) }.joined())

@@ -6,7 +6,7 @@ struct Sluice: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "Operator tool for Sluice: router status, policy checks, audit review.",
-        subcommands: [Status.self, Policy.self, Audit.self]
+        subcommands: [Status.self, Policy.self, Audit.self, Quarantine.self]
     )
 }
 

@@ -144,7 +144,8 @@ final class PolicyEnforcementTests: XCTestCase {
         XCTAssertEqual(wc.status, IBV_WC_LOC_QP_OP_ERR, "gamma's own peers entry for delta lacks write")
         XCTAssertEqual(g.state(qg2), IBV_QPS_ERR)
         let denial = router.auditRecords().last { ($0["event"] as? String) == "datapath" }
-        XCTAssertTrue((denial?["reason"] as? String ?? "").contains("policy peers.delta"), "\(String(describing: denial))")
+        XCTAssertEqual(denial?["rule"] as? String, "peers.delta", "\(String(describing: denial))")
+        XCTAssertEqual(denial?["decision"] as? String, "deny")
     }
 
     func testAnOperationOutsideTheTenantsOperationsFailsTheQP() throws {
@@ -165,7 +166,8 @@ final class PolicyEnforcementTests: XCTestCase {
         XCTAssertEqual(a.poll(1).first?.status, IBV_WC_LOC_QP_OP_ERR, "read is not in operations")
         XCTAssertEqual(a.state(qa), IBV_QPS_ERR)
         let denial = router.auditRecords().last { ($0["event"] as? String) == "datapath" }
-        XCTAssertTrue((denial?["reason"] as? String ?? "").hasPrefix("policy operations:"), "\(String(describing: denial))")
+        XCTAssertEqual(denial?["rule"] as? String, "operations", "\(String(describing: denial))")
+        XCTAssertTrue((denial?["reason"] as? String ?? "").contains("read is not in"), "\(String(describing: denial))")
     }
 
     func testAReloadThatWithdrawsAPeerMovesItsQPsToError() throws {

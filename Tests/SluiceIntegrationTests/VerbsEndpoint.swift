@@ -182,7 +182,10 @@ final class VerbsEndpoint {
 
 struct VerbsError: Error, CustomStringConvertible {
     let description: String
+    /// The errno the call failed with (0 when none was given).
+    let code: Int32
     init(_ call: String, _ err: Int32 = 0) {
+        code = err
         description = err == 0 ? call : "\(call): \(String(cString: strerror(err)))"
     }
 }

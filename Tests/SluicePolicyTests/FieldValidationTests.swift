@@ -43,7 +43,7 @@ final class FieldValidationTests: XCTestCase {
         XCTAssertEqual(headlines(validPolicy.replacingOccurrences(of: "  name: alpha", with: "  name: alpha\n  labels: {}")),
                        ["t.yaml:5:3: metadata.labels: Unknown field: supported fields here: name"])
         XCTAssertEqual(headlines(policy("  colour: red")),
-                       ["t.yaml:9:3: spec.colour: Unknown field: supported fields here: addressPool, identity, memoryAccess, operations, peers, quotas, rateLimits"])
+                       ["t.yaml:9:3: spec.colour: Unknown field: supported fields here: addressPool, identity, keyGuessing, memoryAccess, operations, peers, quotas, rateLimits"])
         XCTAssertEqual(headlines(validPolicy.replacingOccurrences(of: "    gids: [2000]", with: "    gids: [2000]\n    colour: red")),
                        ["t.yaml:9:5: spec.identity.colour: Unknown field: supported fields here: gids, uids"])
     }
@@ -352,7 +352,7 @@ final class FieldValidationTests: XCTestCase {
             """).replacingOccurrences(of: "name: alpha", with: "name: Alpha")
         XCTAssertEqual(headlines(text), [
             #"t.yaml:4:9: metadata.name: Invalid value: "Alpha": must be a DNS label (lower-case letters, digits and '-', at most 63)"#,
-            "t.yaml:9:3: spec.colour: Unknown field: supported fields here: addressPool, identity, memoryAccess, operations, peers, quotas, rateLimits",
+            "t.yaml:9:3: spec.colour: Unknown field: supported fields here: addressPool, identity, keyGuessing, memoryAccess, operations, peers, quotas, rateLimits",
             "t.yaml:11:17: spec.quotas.queuePairs: Invalid value: -1: must be >= 0",
             #"t.yaml:12:20: spec.quotas.memoryRegions: Invalid value: "lots": must be an integer"#,
             #"t.yaml:13:22: spec.operations[1]: Unsupported value: "beam": supported values: "send", "sendWithImm", "write", "writeWithImm", "read", "compareSwap", "fetchAdd""#,

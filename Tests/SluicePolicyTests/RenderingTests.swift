@@ -21,7 +21,7 @@ final class RenderingTests: XCTestCase {
 
     func testCaretUnderAnUnknownKey() {
         XCTAssertEqual(errors(policy("  colour: red")), ["""
-            t.yaml:9:3: spec.colour: Unknown field: supported fields here: addressPool, identity, memoryAccess, operations, peers, quotas, rateLimits
+            t.yaml:9:3: spec.colour: Unknown field: supported fields here: addressPool, identity, keyGuessing, memoryAccess, operations, peers, quotas, rateLimits
                   colour: red
                   ^^^^^^
             """])

@@ -75,6 +75,7 @@ enum sluice_opcode {
 	SLUICE_OP_DESTROY_QP = 14,
 	SLUICE_OP_STATUS = 15,         /* operator socket only; reply is JSON text */
 	SLUICE_OP_RELOAD_POLICY = 16,  /* operator socket only; reply is a message */
+	SLUICE_OP_CLEAR_QUARANTINE = 17, /* operator socket only; sluice_tenant_req */
 };
 
 /* Handles are per-session table indices minted by the router; 0 is never a
@@ -272,6 +273,12 @@ struct sluice_query_qp_rep {
 struct sluice_status_req {
 	struct sluice_msg_hdr hdr;
 };
+/* CLEAR_QUARANTINE names a tenant (NUL-terminated). */
+struct sluice_tenant_req {
+	struct sluice_msg_hdr hdr;
+	char tenant[64];
+};
+
 /* Reply: sluice_reply_hdr followed by up to SLUICE_STATUS_MAX bytes of JSON
  * (no NUL); the reply's hdr.length says how many. The operator socket uses
  * SOCK_SEQPACKET as well, with a larger message limit. */
@@ -337,7 +344,7 @@ struct sluice_send_wqe {
 	uint32_t inline_len;           /* bytes used in inline_data when INLINE */
 	uint32_t rkey;
 	uint64_t remote_addr;
-	uint64_t compare_add;          /* atomics (not yet supported) */
+	uint64_t compare_add;          /* atomics: add, or compare for CMP_AND_SWP */
 	uint64_t swap;
 	uint64_t reserved;
 	struct sluice_sge sge[SLUICE_MAX_SGE];
@@ -442,6 +449,17 @@ static inline uint32_t sluice_exchange(uint32_t *p, uint32_t v)
 static inline uint32_t sluice_fetch_add(uint32_t *p, uint32_t v)
 {
 	return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL);
+}
+/* RDMA atomics on a tenant's 8-byte-aligned word, atomic with respect to
+ * the tenant's own CPU atomics on the same word. Return the original value. */
+static inline uint64_t sluice_atomic_fetch_add64(uint64_t *p, uint64_t add)
+{
+	return __atomic_fetch_add(p, add, __ATOMIC_SEQ_CST);
+}
+static inline uint64_t sluice_atomic_cmp_swap64(uint64_t *p, uint64_t compare, uint64_t swap)
+{
+	__atomic_compare_exchange_n(p, &compare, swap, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	return compare; /* the value found, whether or not it was swapped */
 }
 static inline void sluice_fence(void)
 {
