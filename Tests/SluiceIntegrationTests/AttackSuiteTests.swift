@@ -360,9 +360,10 @@ final class AttackSuiteTests: XCTestCase {
 
         let d = denials("attacker", event: "control").filter { ($0["verb"] as? String) == "modify_qp" }
         assertRule(d, "connection.exclusive", count: 4)
+        // wrong_lid, guessed_gid, sgid_index, grh_fiddle_other, and each guessed QPN.
         let guessed = Int(atk.results["guessed_qpn"]?["tries"] ?? "") ?? 0
-        assertRule(d, "connection.address", count: 3 + guessed)
-        XCTAssertEqual(d.count, 4 + 3 + guessed + 1, "and one for the source GID index; \(ruleSummary(d))")
+        assertRule(d, "connection.address", count: 4 + guessed)
+        XCTAssertEqual(d.count, 4 + 4 + guessed, "no other refusals; \(ruleSummary(d))")
     }
 
     /// QPNs, LIDs and virtual addresses are drawn at random: an attacker who
