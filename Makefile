@@ -16,7 +16,7 @@ VERBS_SRC := $(wildcard Sources/SluiceVerbs/*.c) $(wildcard Sources/SluiceVerbs/
 VERBS_CFLAGS := -std=gnu11 -O2 -g -fPIC -shared -fvisibility=hidden -Wall -Wextra -Werror \
                 -Wno-unused-parameter -ISources/SluiceWire/include -ISources/SluiceVerbs/include
 
-.PHONY: all deps build lib test demo bench clean help
+.PHONY: all deps build lib attacks test demo bench clean help
 
 help:
 	@echo "make demo    run unmodified ibv_rc_pingpong through a Sluice router"
@@ -43,12 +43,27 @@ $(VERBS_LIB): $(VERBS_SRC) | deps
 	@mkdir -p $(LIB_DIR)
 	$(CC) $(VERBS_CFLAGS) $(filter %.c,$(VERBS_SRC)) -o $@ -lpthread
 
+# The attack suite's tenant programs (examples/attacks), plain C against
+# libibverbs like any application; the tests run them with the library
+# preloaded.
+ATTACKS_DIR := $(LIB_DIR)/attacks
+ATTACK_COMMON := examples/attacks/attack_common.c examples/attacks/attack_common.h
+ATTACKS := $(patsubst examples/attacks/%.c,$(ATTACKS_DIR)/%,$(filter-out examples/attacks/attack_common.c,$(wildcard examples/attacks/*.c)))
+ATTACK_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -ISources/SluiceWire/include
+
+attacks: $(ATTACKS)
+$(ATTACKS_DIR)/%: examples/attacks/%.c $(ATTACK_COMMON) Sources/SluiceWire/include/sluice_wire.h | deps
+	@mkdir -p $(ATTACKS_DIR)
+	$(CC) $(ATTACK_CFLAGS) $$(pkg-config --cflags libibverbs 2>/dev/null) $< examples/attacks/attack_common.c -o $@ \
+	  $$(pkg-config --libs libibverbs 2>/dev/null || echo -libverbs) -lpthread
+
 build: deps lib
 	$(SWIFT) build
 
-test: deps lib
+test: deps lib attacks
 	$(SWIFT) build --build-tests
-	SLUICE_VERBS_LIB=$(abspath $(VERBS_LIB)) $(SWIFT) test --skip-build --disable-swift-testing
+	SLUICE_VERBS_LIB=$(abspath $(VERBS_LIB)) SLUICE_ATTACKS_DIR=$(abspath $(ATTACKS_DIR)) \
+	  $(SWIFT) test --skip-build --disable-swift-testing
 
 demo: build
 	SLUICE_VERBS_LIB=$(abspath $(VERBS_LIB)) scripts/demo.sh

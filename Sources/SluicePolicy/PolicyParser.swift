@@ -24,7 +24,9 @@ enum PolicyParser {
     static let quotaFields = ["protectionDomains", "memoryRegions", "registeredBytes", "largestRegionBytes",
                               "completionQueues", "completionQueueDepth", "queuePairs", "sendQueueDepth",
                               "receiveQueueDepth", "sgesPerRequest", "inlineBytes"]
+    static let rateLimitsFields = ["tenant", "queuePair", "weight", "minimumRequestBytes", "controlVerbs"]
     static let rateFields = ["bandwidth", "operations", "burstBytes", "burstOperations"]
+    static let controlVerbFields = ["operations", "burstOperations"]
 
     static func parse(_ text: String, file: String) -> Parsed {
         let doc: YAMLDocument
@@ -82,10 +84,7 @@ enum PolicyParser {
             p.operations = names(r, n, "spec.operations", OperationSet.names, what: "operations") ?? []
         }
         if let n = spec["peers"] { p.peers = peers(r, n, &out) }
-        if let n = spec["rateLimits"], let m = r.mapping(n, "spec.rateLimits", allowed: ["tenant", "queuePair"]) {
-            p.rateLimits.tenant = m["tenant"].flatMap { rateLimit(r, $0, "spec.rateLimits.tenant") }
-            p.rateLimits.queuePair = m["queuePair"].flatMap { rateLimit(r, $0, "spec.rateLimits.queuePair") }
-        }
+        if let n = spec["rateLimits"] { p.rateLimits = rateLimits(r, n) }
         if let n = spec["keyGuessing"] { p.keyGuessing = keyGuessing(r, n) }
     }
 
@@ -218,6 +217,34 @@ enum PolicyParser {
             if let tenant, let ops { rules.append(PeerRule(tenant: tenant, operations: ops)) }
         }
         return rules
+    }
+
+    private static func rateLimits(_ r: FieldReader, _ node: Node) -> RateLimits {
+        var limits = RateLimits()
+        guard let m = r.mapping(node, "spec.rateLimits", allowed: rateLimitsFields) else { return limits }
+        limits.tenant = m["tenant"].flatMap { rateLimit(r, $0, "spec.rateLimits.tenant") }
+        limits.queuePair = m["queuePair"].flatMap { rateLimit(r, $0, "spec.rateLimits.queuePair") }
+        if let n = m["weight"], let w = r.integer(n, "spec.rateLimits.weight", RateLimits.weights) {
+            limits.weight = w
+        }
+        if let n = m["minimumRequestBytes"],
+           let v = r.size(n, "spec.rateLimits.minimumRequestBytes", max: RateLimits.maxMinimumRequestBytes) {
+            limits.minimumRequestBytes = v
+        }
+        limits.controlVerbs = m["controlVerbs"].flatMap { controlVerbs(r, $0, "spec.rateLimits.controlVerbs") }
+        return limits
+    }
+
+    /// `controlVerbs`: an operation rate (required) and its optional burst.
+    private static func controlVerbs(_ r: FieldReader, _ node: Node, _ path: String) -> ControlVerbLimit? {
+        guard let m = r.mapping(node, path, allowed: controlVerbFields) else { return nil }
+        let rate = r.required(m, "operations").flatMap { r.operationRate($0, "\(path).operations") }
+        let burst = m["burstOperations"].flatMap { r.integer($0, "\(path).burstOperations", 0...Int.max) }.map { UInt64($0) }
+        if burst == 0, let n = m["burstOperations"] {
+            r.fail(n, "\(path).burstOperations", "Invalid value: 0: must be > 0")
+        }
+        guard let rate, burst != 0 else { return nil }
+        return ControlVerbLimit(operations: rate, burstOperations: burst)
     }
 
     private static func rateLimit(_ r: FieldReader, _ node: Node, _ path: String) -> RateLimit? {

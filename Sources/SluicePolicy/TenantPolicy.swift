@@ -117,16 +117,64 @@ public struct PeerRule: Equatable, Sendable {
     }
 }
 
-/// `spec.rateLimits`. Parsed and validated here; the shaper enforces them.
+/// `spec.rateLimits`. Parsed and validated here; the router's shaper enforces
+/// them: a work request that does not fit its buckets waits (it is shaped,
+/// never dropped), and is charged before it executes.
 public struct RateLimits: Equatable, Sendable {
     /// All the tenant's traffic together.
     public var tenant: RateLimit?
     /// Each QP of the tenant on its own.
     public var queuePair: RateLimit?
+    /// `weight`: the tenant's weight in the router's deficit-round-robin
+    /// data-path scheduler, 1...1000. When tenants compete for the router,
+    /// each gets a share of it proportional to its weight.
+    public var weight: Int
+    /// `minimumRequestBytes`: the least a work request is charged in the byte
+    /// buckets (its cost is `max(bytes, minimumRequestBytes)`), so floods of
+    /// tiny requests are not free. 0...`maxMinimumRequestBytes`.
+    public var minimumRequestBytes: UInt64
+    /// `controlVerbs`: the tenant's rate of object-creating and -changing
+    /// control verbs (create_qp, reg_mr, modify_qp...); nil means no limit.
+    public var controlVerbs: ControlVerbLimit?
 
-    public init(tenant: RateLimit? = nil, queuePair: RateLimit? = nil) {
+    public init(tenant: RateLimit? = nil, queuePair: RateLimit? = nil, weight: Int = RateLimits.defaultWeight,
+                minimumRequestBytes: UInt64 = RateLimits.defaultMinimumRequestBytes,
+                controlVerbs: ControlVerbLimit? = nil) {
         self.tenant = tenant
         self.queuePair = queuePair
+        self.weight = weight
+        self.minimumRequestBytes = minimumRequestBytes
+        self.controlVerbs = controlVerbs
+    }
+
+    /// `weight` when the file does not set it.
+    public static let defaultWeight = 1
+    /// The values `weight` may take.
+    public static let weights = 1...1000
+    /// `minimumRequestBytes` when the file does not set it: a cache line, so
+    /// that a zero-byte request costs what moving a header costs.
+    public static let defaultMinimumRequestBytes: UInt64 = 64
+    /// Largest `minimumRequestBytes` (1 MiB).
+    public static let maxMinimumRequestBytes: UInt64 = 1 << 20
+}
+
+/// `spec.rateLimits.controlVerbs`: one operation bucket for the tenant's
+/// control verbs, all sessions together.
+public struct ControlVerbLimit: Equatable, Sendable {
+    /// Control verbs per second, above zero.
+    public var operations: UInt64
+    /// Bucket size in control verbs; nil means the default (see `burstOperationsOrDefault`).
+    public var burstOperations: UInt64?
+
+    public init(operations: UInt64, burstOperations: UInt64? = nil) {
+        self.operations = operations
+        self.burstOperations = burstOperations
+    }
+
+    /// The burst when the file does not set one: a tenth of a second at the
+    /// rate, at least 1.
+    public var burstOperationsOrDefault: UInt64 {
+        burstOperations ?? max(1, operations / 10)
     }
 }
 

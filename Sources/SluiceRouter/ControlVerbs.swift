@@ -255,6 +255,9 @@ extension Router {
                                        sendSGE: req.max_send_sge, recvSGE: req.max_recv_sge, inlineBytes: req.max_inline_data,
                                        current: usage[s.tenant, default: .init()].qps)
         try enforce(decision)
+        let now = Sys.monotonicNanos()
+        let limits = engine.policy(s.tenant)?.rateLimits ?? RateLimits()
+        let lane = fabric.lane(s.tenant, limits: limits, now: now)
         let sqCap = Router.ringCapacity(max(req.max_send_wr, 1))
         let rqCap = Router.ringCapacity(max(req.max_recv_wr, 1))
         let layout = sluice_qp_layout(sqCap, rqCap)
@@ -268,7 +271,8 @@ extension Router {
         }
         let qp = QueuePair(qpn: mintQPN(), session: s, pd: pd, sendCQ: scq, recvCQ: rcq, mapping: mapping, layout: layout,
                            sqCapacity: sqCap, rqCapacity: rqCap, maxSendSGE: max(req.max_send_sge, 1),
-                           maxRecvSGE: max(req.max_recv_sge, 1), maxInline: inlineLimit(s.tenant), sqSigAll: req.sq_sig_all != 0)
+                           maxRecvSGE: max(req.max_recv_sge, 1), maxInline: inlineLimit(s.tenant), sqSigAll: req.sq_sig_all != 0,
+                           lane: lane, shaper: RateShaper(tenant: lane.limiter, queuePair: limits.queuePair, now: now))
         qp.handle = s.qps.insert(qp)
         qpsByNumber[qp.qpn] = qp
         fabric.add(qp)
@@ -429,16 +433,20 @@ extension Router {
             if let p = qp.peer, p.claimedBy === qp { p.claimedBy = nil }
             qp.peer = nil
             qp.allowedOperations = []
+            if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
             qp.held = nil
+            qp.paid = false
             qp.attrs = QPAttributes()
             qp.sqCons = qp.sqProd
             qp.rqCons = qp.rqProd
             sluice_store_release(&qp.shared.pointee.sq.cons, qp.sqCons)
             sluice_store_release(&qp.shared.pointee.rq.cons, qp.rqCons)
         case .error:
+            if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
             qp.held = nil
+            qp.paid = false
         default:
             break
         }

@@ -45,13 +45,16 @@ public final class EventLog {
 
     /// One `summary` record per tenant with work since the last
     /// one; `live` are the counts the open sessions gathered (then reset).
-    func writeSummaries(live: [String: UInt64]) {
+    /// `throttled` adds, per tenant, how much shaping held it back.
+    func writeSummaries(live: [String: UInt64], throttled: [String: [String: String]] = [:]) {
         var total = closedAllows
         for (t, n) in live where n > 0 { total[t, default: 0] &+= n }
+        for t in throttled.keys where total[t] == nil { total[t] = 0 }
         for (tenant, n) in total.sorted(by: { $0.key < $1.key }) {
             countedAllows &+= n
-            writer.record(event: "summary", tenant: tenant, decision: .allow, rule: "operations",
-                          fields: ["allowed": String(n)])
+            var fields = ["allowed": String(n)]
+            fields.merge(throttled[tenant] ?? [:]) { a, _ in a }
+            writer.record(event: "summary", tenant: tenant, decision: .allow, rule: "operations", fields: fields)
         }
         closedAllows.removeAll(keepingCapacity: true)
     }

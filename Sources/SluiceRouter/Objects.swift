@@ -178,7 +178,7 @@ struct QPAttributes {
 
 /// Why a QP's head send request is waiting, and until when.
 struct Stall {
-    enum Kind { case receiverNotReady, peerNotReady, completionQueueFull }
+    enum Kind { case receiverNotReady, peerNotReady, completionQueueFull, throttled }
     var kind: Kind
     var retryAt: UInt64
     var retriesLeft: Int // -1: infinite
@@ -217,13 +217,20 @@ final class QueuePair {
     /// The head send request, copied out of the ring once and kept while it
     /// waits (RNR, peer not ready), so a retry executes the same copy.
     var held: sluice_send_wqe?
+    /// The held request has passed the shaper (it waits for something else).
+    var paid = false
+    /// The tenant's scheduling lane, and this QP's shaper (tenant and QP buckets).
+    unowned let lane: TenantLane
+    var shaper: RateShaper
     /// Router-private consumer indices.
     var sqCons: UInt32 = 0
     var rqCons: UInt32 = 0
 
     init(qpn: UInt32, session: Session, pd: ProtectionDomain, sendCQ: CompletionQueue, recvCQ: CompletionQueue,
          mapping: SharedMapping, layout: sluice_qp_layout, sqCapacity: UInt32, rqCapacity: UInt32,
-         maxSendSGE: UInt32, maxRecvSGE: UInt32, maxInline: UInt32, sqSigAll: Bool) {
+         maxSendSGE: UInt32, maxRecvSGE: UInt32, maxInline: UInt32, sqSigAll: Bool, lane: TenantLane, shaper: RateShaper) {
+        self.lane = lane
+        self.shaper = shaper
         self.qpn = qpn
         self.session = session
         self.pd = pd

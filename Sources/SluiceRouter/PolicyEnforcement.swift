@@ -104,6 +104,17 @@ extension Router {
                 }
             }
         }
+        // New rates take effect now, for queued work too: buckets keep their
+        // levels, and requests waiting for tokens are looked at again at once.
+        let now = Sys.monotonicNanos()
+        for lane in fabric.allLanes {
+            let limits = engine.policy(lane.tenant)?.rateLimits ?? RateLimits()
+            lane.limiter.reconfigure(limits, now: now)
+            for qp in lane.qps {
+                qp.shaper.reconfigure(queuePair: limits.queuePair, now: now)
+                if qp.stall?.kind == .throttled { qp.stall?.retryAt = now }
+            }
+        }
         recordPolicyLoad(event: "policy.reload", set, requestedBy: requestedBy)
         return problems
     }

@@ -26,6 +26,9 @@ public struct RouterConfig {
     /// (measured: 8-byte ping-pong 30-50 µs at 5 µs spin, 130 µs at 50 µs,
     /// on 2 cores). With a core to itself, a longer spin wins.
     public var spinNanos: UInt64 = 10_000
+    /// Benchmark only: no policy check and no shaping on the data path, so
+    /// that their cost can be measured (`--bench-no-enforcement`).
+    public var dataPathEnforcement = true
 
     // Device limits reported to tenants and enforced per session.
     public var maxQP: UInt32 = 16384
@@ -69,6 +72,8 @@ public final class Router {
     /// tenants it quarantined (until an operator clears them).
     var faultWindows: [String: FaultWindow] = [:]
     var quarantined: Set<String> = []
+    /// Sessions whose next control request waits for the control-verb rate.
+    var parkedSessions: [Session] = []
     private var refusedPeers: [Int32: String] = [:]
     /// Closes tenant-supplied fds off this thread (see FDReaper).
     let reaper: FDReaper
@@ -87,6 +92,7 @@ public final class Router {
     public init(config: RouterConfig) throws {
         self.config = config
         engine = PolicyEngine(config.policies)
+        fabric.enforcement = config.dataPathEnforcement
         // SIGTERM, SIGINT and SIGHUP arrive as readable events, never as
         // interruptions. Blocked before any thread starts (the audit writer's
         // inherits the mask), or a signal could kill the router from there.
@@ -186,7 +192,8 @@ public final class Router {
 
     /// Runs until SIGTERM or SIGINT.
     public func run() {
-        log.record(event: "router.start", fields: ["runtimeDir": config.runtimeDir])
+        log.record(event: "router.start", fields: ["runtimeDir": config.runtimeDir,
+                                                   "dataPathEnforcement": config.dataPathEnforcement ? "on" : "off (benchmark)"])
         recordPolicyLoad(event: "policy.load", engine.policies)
         var idleSince = Sys.monotonicNanos()
         var spins: UInt64 = 0
@@ -197,6 +204,7 @@ public final class Router {
                 writeSummaries()
                 nextSummary = now + config.summaryNanos
             }
+            if !parkedSessions.isEmpty { resumeParked(now: now) }
             if fabric.pollOnce(now: now, router: self) {
                 idleSince = now
                 spins &+= 1
@@ -219,6 +227,7 @@ public final class Router {
             }
             var timeout: Int32 = -1
             var wake = fabric.nextDeadline()
+            if let p = nextParkedDeadline { wake = min(wake ?? p, p) }
             if sessions.values.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
             if let deadline = wake {
                 let t = Sys.monotonicNanos()
@@ -389,6 +398,10 @@ public final class Router {
     func closeSession(_ s: Session, reason: String) {
         guard !s.closed else { return }
         s.closed = true
+        if let p = s.parked {
+            p.fds.forEach(reaper.close)
+            s.parked = nil
+        }
         let counts = s.objectCounts
         for qp in s.qps.all { destroyQP(qp, in: s) }
         var held = usage[s.tenant, default: .init()]
@@ -427,7 +440,18 @@ public final class Router {
             live[s.tenant, default: 0] &+= s.allows
             s.allows = 0
         }
-        log.writeSummaries(live: live)
+        // Shaping that held a tenant back since the last summary.
+        var throttled: [String: [String: String]] = [:]
+        for lane in fabric.allLanes {
+            let c = lane.limiter.counters, was = lane.summarized
+            guard c.throttledRequests != was.throttledRequests || c.throttledNanoseconds != was.throttledNanoseconds else { continue }
+            throttled[lane.tenant] = [
+                "throttledRequests": String(c.throttledRequests &- was.throttledRequests),
+                "throttledMicroseconds": String((c.throttledNanoseconds &- was.throttledNanoseconds) / 1000),
+            ]
+            lane.summarized = c
+        }
+        log.writeSummaries(live: live, throttled: throttled)
     }
 
     func destroyQP(_ qp: QueuePair, in s: Session) {
@@ -482,12 +506,67 @@ public final class Router {
                 return
             }
             let received = Array(fds.prefix(Int(nfds)))
+            if n >= MemoryLayout<sluice_msg_hdr>.size, fabric.enforcement,
+               Router.shapedControlVerbs.contains(buf.withUnsafeBytes { $0.loadUnaligned(as: sluice_msg_hdr.self) }.opcode) {
+                let now = Sys.monotonicNanos()
+                let lane = fabric.lane(s.tenant, limits: engine.policy(s.tenant)?.rateLimits ?? RateLimits(), now: now)
+                let wait = lane.limiter.admitControlVerb(now: now)
+                if wait > 0 {
+                    // Shaped, not refused: the request runs when the bucket
+                    // allows, and the socket is not read until then.
+                    s.parked = ParkedRequest(bytes: Array(buf.prefix(min(Int(n), buf.count))), fds: received,
+                                             truncated: truncated != 0, since: now, retryAt: Sys.saturatingAdd(now, wait))
+                    unwatch(s.fd)
+                    parkedSessions.append(s)
+                    return
+                }
+            }
             buf.withUnsafeBytes { raw in
                 handleMessage(s, UnsafeRawBufferPointer(rebasing: raw.prefix(min(Int(n), raw.count))),
                               declaredLength: Int(n), fds: received, truncated: truncated != 0)
             }
         }
     }
+
+    /// The verbs that create or change objects: limited by the tenant's
+    /// `rateLimits.controlVerbs` (queries and teardown are not).
+    static let shapedControlVerbs: Set<UInt16> = Set([SLUICE_OP_ALLOC_PD, SLUICE_OP_REG_MR, SLUICE_OP_REMAP_MR,
+        SLUICE_OP_CREATE_COMP_CHANNEL, SLUICE_OP_CREATE_CQ, SLUICE_OP_CREATE_QP, SLUICE_OP_MODIFY_QP].map { UInt16($0.rawValue) })
+
+    /// Runs the parked control requests whose time has come, and reads
+    /// their sessions' sockets again.
+    func resumeParked(now: UInt64) {
+        var still: [Session] = []
+        for s in parkedSessions {
+            guard !s.closed, var p = s.parked else { continue }
+            if now < p.retryAt {
+                still.append(s)
+                continue
+            }
+            let lane = fabric.lane(s.tenant, limits: engine.policy(s.tenant)?.rateLimits ?? RateLimits(), now: now)
+            let wait = lane.limiter.admitControlVerb(now: now, waitingSince: p.since)
+            if wait > 0 {
+                p.retryAt = Sys.saturatingAdd(now, wait)
+                s.parked = p
+                still.append(s)
+                continue
+            }
+            s.parked = nil
+            p.bytes.withUnsafeBytes { raw in
+                handleMessage(s, raw, declaredLength: raw.count, fds: p.fds, truncated: p.truncated)
+            }
+            if !s.closed {
+                do {
+                    try watch(s.fd, Router.tag(.session, s.id))
+                } catch {
+                    closeSession(s, reason: "cannot watch its socket again: \(error)")
+                }
+            }
+        }
+        parkedSessions = still
+    }
+
+    var nextParkedDeadline: UInt64? { parkedSessions.compactMap { $0.parked?.retryAt }.min() }
 
     // MARK: operator socket
 
@@ -574,6 +653,25 @@ public final class Router {
         return false
     }
 
+    /// Per tenant: the rate it moved lately, how long shaping held it back,
+    /// what waits in its send queues, and its scheduler weight.
+    func shapingStatus() -> [String: [String: Any]] {
+        let now = Sys.monotonicNanos()
+        var out: [String: [String: Any]] = [:]
+        for lane in fabric.allLanes {
+            lane.sampleRate(now: now)
+            let c = lane.limiter.counters
+            out[lane.tenant] = [
+                "bytesPerSecond": lane.rate.bytes, "requestsPerSecond": lane.rate.requests,
+                "bytes": lane.bytesMoved, "requests": lane.requests,
+                "throttledRequests": c.throttledRequests, "throttledSeconds": Double(c.throttledNanoseconds) / 1e9,
+                "controlVerbsThrottled": lane.limiter.controlVerbCounters.throttledRequests,
+                "queueDepth": lane.queueDepth, "queuePairs": lane.qps.count, "weight": lane.limiter.weight,
+            ]
+        }
+        return out
+    }
+
     /// Everything an operator (or a leak test) needs to see what the router holds.
     func statusJSON() -> [UInt8] {
         var perTenant: [String: [String: Int]] = [:]
@@ -599,7 +697,8 @@ public final class Router {
             "mappings": SharedMapping.live,
             "mappedBytes": SharedMapping.liveBytes,
             "dataPath": ["allowsCounted": log.countedAllows + sessions.values.reduce(0) { $0 + $1.allows },
-                         "queuePairsPolled": fabric.count],
+                         "queuePairsPolled": fabric.count, "enforcement": fabric.enforcement],
+            "shaping": shapingStatus(),
             // The mode applied and the kernel's Seccomp, NoNewPrivs and Cap* fields.
             "sandbox": Sandbox.statusObject(),
         ]

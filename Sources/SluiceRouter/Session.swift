@@ -34,6 +34,9 @@ final class Session {
     var closed = false
     /// Work requests completed since the last audit summary.
     var allows: UInt64 = 0
+    /// A control request held back by the tenant's control-verb rate; the
+    /// session's socket is not read until it has run.
+    var parked: ParkedRequest?
 
     var pds = HandleTable<ProtectionDomain>()
     var mrs = HandleTable<MemoryRegion>()
@@ -126,4 +129,13 @@ final class Session {
     var objectCounts: [String: Int] {
         ["pd": pds.count, "mr": mrs.count, "cq": cqs.count, "qp": qps.count, "channel": channels.count]
     }
+}
+
+/// A control request waiting for its tenant's control-verb bucket.
+struct ParkedRequest {
+    var bytes: [UInt8]
+    var fds: [Int32]
+    var truncated: Bool
+    var since: UInt64
+    var retryAt: UInt64
 }

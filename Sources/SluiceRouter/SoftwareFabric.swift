@@ -4,6 +4,48 @@ import Glibc
 import SluiceWire
 import SluicePolicy
 
+/// One tenant's share of the data-path poller: its QPs, served round robin,
+/// its deficit-round-robin credit (bytes of work plus a per-request
+/// overhead), its shaping state, and what it moved (for status).
+final class TenantLane {
+    let tenant: String
+    let limiter: TenantRateLimiter
+    var qps: [QueuePair] = []
+    var cursor = 0
+    var deficit: Int64 = 0
+    /// Admitted by the shaper (all time).
+    var bytesMoved: UInt64 = 0
+    var requests: UInt64 = 0
+    /// The rate over the last status sample, and where it started.
+    var sample: (at: UInt64, bytes: UInt64, requests: UInt64) = (0, 0, 0)
+    var rate: (bytes: UInt64, requests: UInt64) = (0, 0)
+    /// Throttling counters at the last audit summary.
+    var summarized = ShaperCounters()
+
+    init(tenant: String, limiter: TenantRateLimiter) {
+        self.tenant = tenant
+        self.limiter = limiter
+    }
+
+    /// Send requests posted and not yet taken, over all the tenant's QPs.
+    var queueDepth: UInt64 {
+        qps.reduce(0) { $0 + UInt64($1.pending(prod: $1.sqProd, cons: $1.sqCons, capacity: $1.sqCapacity) ?? 0) }
+    }
+
+    /// Updates `rate` if at least `interval` passed since the last sample.
+    func sampleRate(now: UInt64, interval: UInt64 = 100_000_000) {
+        let dt = now &- sample.at
+        guard dt >= interval else { return }
+        func perSecond(_ delta: UInt64) -> UInt64 {
+            let wide = delta.multipliedFullWidth(by: 1_000_000_000)
+            guard wide.high < dt else { return .max }
+            return dt.dividingFullWidth(wide).quotient
+        }
+        rate = (perSecond(bytesMoved &- sample.bytes), perSecond(requests &- sample.requests))
+        sample = (now, bytesMoved, requests)
+    }
+}
+
 /// The software RDMA engine: executes RC work requests between memory
 /// regions on this host, with the semantics an RC QP has on a real fabric —
 /// in order per QP, RNR waits per `rnr_retry`, transport retries per
@@ -14,14 +56,29 @@ import SluicePolicy
 final class SoftwareFabric {
     private var qps: [QueuePair] = []
     private var positions: [ObjectIdentifier: Int] = [:]
+    /// One lane per tenant, served by deficit round robin.
+    private var lanes: [TenantLane] = []
+    private var laneStart = 0
     /// Inline data is copied out of the (already copied) request into here.
     private let inlineScratch = UnsafeMutableRawPointer.allocate(byteCount: Int(SLUICE_MAX_INLINE), alignment: 64)
     private var src: [(UnsafeRawPointer, Int)] = []
     private var dst: [(UnsafeMutableRawPointer, Int)] = []
+    /// What the request `execute` just completed cost the scheduler.
+    private var lastCost: Int64 = 0
+    /// Benchmark only (`--bench-no-enforcement`): no policy check, no
+    /// shaping. Keys, bounds and access flags are still checked: they keep
+    /// the router's own memory safe, and are not optional.
+    var enforcement = true
 
-    /// Requests one QP may complete per pass, so a deep queue cannot hold
-    /// the poller while other QPs wait.
+    /// Requests one QP may complete per visit, so a deep queue cannot hold
+    /// the poller while other QPs of its tenant wait.
     static let burst = 16
+    /// The scheduler's quantum per unit of weight, in bytes of work.
+    static let quantum: Int64 = 64 << 10
+    /// What a request costs the scheduler beyond its bytes: the router's own
+    /// work per request (about what copying 1 KiB takes), so that a flood of
+    /// tiny requests is charged for the time it takes.
+    static let requestOverhead: Int64 = 1024
 
     init() {
         src.reserveCapacity(Int(SLUICE_MAX_SGE))
@@ -31,10 +88,21 @@ final class SoftwareFabric {
     deinit { inlineScratch.deallocate() }
 
     var count: Int { qps.count }
+    var allLanes: [TenantLane] { lanes }
+
+    /// The lane of a tenant, made on first use and kept for the router's
+    /// life: a tenant cannot refill its buckets by reconnecting.
+    func lane(_ tenant: String, limits: RateLimits, now: UInt64) -> TenantLane {
+        if let l = lanes.first(where: { $0.tenant == tenant }) { return l }
+        let l = TenantLane(tenant: tenant, limiter: TenantRateLimiter(limits, now: now))
+        lanes.append(l)
+        return l
+    }
 
     func add(_ qp: QueuePair) {
         positions[ObjectIdentifier(qp)] = qps.count
         qps.append(qp)
+        qp.lane.qps.append(qp)
     }
 
     func remove(_ qp: QueuePair) {
@@ -44,18 +112,62 @@ final class SoftwareFabric {
             qps[i] = last
             positions[ObjectIdentifier(last)] = i
         }
+        if let j = qp.lane.qps.firstIndex(where: { $0 === qp }) {
+            qp.lane.qps.remove(at: j)
+            if qp.lane.cursor > j { qp.lane.cursor -= 1 }
+        }
     }
 
-    /// One pass over every QP. Returns whether anything happened.
+    /// One pass: every tenant with QPs gets a quantum (times its weight) of
+    /// work, served round robin over its QPs; the tenant served first
+    /// rotates. Returns whether anything happened, or work is waiting only
+    /// for the scheduler (so the poller must not sleep).
     func pollOnce(now: UInt64, router: Router) -> Bool {
+        let n = lanes.count
+        guard n > 0 else { return false }
         var worked = false
-        for qp in qps {
+        for i in 0..<n {
+            let lane = lanes[(laneStart &+ i) % n]
+            if lane.qps.isEmpty { continue }
+            // One quantum per pass; unused credit does not pile up, debt
+            // (a request larger than the credit) is kept.
+            let q = SoftwareFabric.quantum * Int64(lane.limiter.weight)
+            lane.deficit = min(lane.deficit + q, q)
+            if serve(lane, now: now, router: router) { worked = true }
+        }
+        laneStart = laneStart &+ 1
+        return worked
+    }
+
+    /// Visits the lane's QPs round robin, from where the last pass stopped,
+    /// until its credit is spent or a whole lap finds nothing to do.
+    private func serve(_ lane: TenantLane, now: UInt64, router: Router) -> Bool {
+        var worked = false
+        var idle = 0
+        var i = lane.cursor
+        while idle < lane.qps.count {
+            if lane.deficit <= 0 {
+                // Out of credit with work left: the next pass goes on.
+                worked = true
+                break
+            }
+            if i >= lane.qps.count { i = 0 }
+            let qp = lane.qps[i]
+            i += 1
+            let did: Bool
             switch qp.state {
-            case .rts: if processSends(qp, now: now, router: router) { worked = true }
-            case .error: if flush(qp) { worked = true }
-            default: break
+            case .rts: did = processSends(qp, lane, now: now, router: router)
+            case .error: did = flush(qp)
+            default: did = false
+            }
+            if did {
+                worked = true
+                idle = 0
+            } else {
+                idle += 1
             }
         }
+        lane.cursor = lane.qps.isEmpty ? 0 : i % lane.qps.count
         return worked
     }
 
@@ -86,9 +198,10 @@ final class SoftwareFabric {
         case wait(Stall)
     }
 
-    private func processSends(_ qp: QueuePair, now: UInt64, router: Router) -> Bool {
+    private func processSends(_ qp: QueuePair, _ lane: TenantLane, now: UInt64, router: Router) -> Bool {
         var did = false
         for _ in 0..<SoftwareFabric.burst {
+            if lane.deficit <= 0 { return did }
             if let s = qp.stall, now < s.retryAt { return did }
             let wqe: sluice_send_wqe
             if let held = qp.held {
@@ -102,13 +215,17 @@ final class SoftwareFabric {
                 if n == 0 { return did }
                 wqe = qp.copySendWQE(qp.sqCons)
             }
+            lastCost = SoftwareFabric.requestOverhead
             switch execute(qp, wqe, now: now, router: router) {
             case .completed:
                 qp.held = nil
                 qp.stall = nil
+                qp.paid = false
                 qp.session.allows &+= 1
+                lane.deficit -= lastCost
                 did = true
             case .failed:
+                lane.deficit -= lastCost
                 router.enter(qp, .error)
                 return true
             case .wait(let s):
@@ -189,6 +306,17 @@ final class SoftwareFabric {
             return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "atomic.length",
                         "an atomic's local buffer is \(total) bytes, not 8")
         }
+        lastCost = SoftwareFabric.requestOverhead + Int64(total)
+
+        // Shaping: charged once per request, before it runs; one that does
+        // not fit waits at the head of its queue (order kept, nothing dropped).
+        if enforcement && !qp.paid {
+            let wait = qp.shaper.admit(bytes: total, now: now)
+            if wait > 0 { return .wait(Stall(kind: .throttled, retryAt: Sys.saturatingAdd(now, wait), retriesLeft: -1)) }
+            qp.paid = true
+            qp.lane.bytesMoved &+= total
+            qp.lane.requests &+= 1
+        }
 
         // The connection: only the QP the router resolved at RTR, and only
         // while it is connected back to this one.
@@ -196,7 +324,7 @@ final class SoftwareFabric {
             return stallOrFail(qp, w, .peerNotReady, wcOpcode, now: now, router: router)
         }
         // Both tenants' policies, precomputed for this connection: one AND.
-        guard qp.allowedOperations.allowsWireOpcode(w.opcode) else {
+        guard qp.allowedOperations.allowsWireOpcode(w.opcode) || !enforcement else {
             return refuseOperation(qp, peer, w, wcOpcode, router)
         }
 
@@ -346,6 +474,7 @@ final class SoftwareFabric {
         qp.sendCQ.push(requesterCQE(qp, w, status, opcode, 0), solicited: false)
         qp.held = nil
         qp.stall = nil
+        qp.paid = false
         return .failed
     }
 
@@ -385,7 +514,7 @@ final class SoftwareFabric {
         case .receiverNotReady:
             interval = SoftwareFabric.rnrDelayNanos(qp.peer?.attrs.minRNRTimer ?? 0)
             budget = qp.attrs.rnrRetry == 7 ? -1 : Int(qp.attrs.rnrRetry)
-        case .peerNotReady, .completionQueueFull:
+        case .peerNotReady, .completionQueueFull, .throttled:
             interval = qp.attrs.timeout == 0 ? 1_000_000 : 4096 << UInt64(qp.attrs.timeout)
             budget = qp.attrs.timeout == 0 ? -1 : Int(qp.attrs.retryCount)
         }

@@ -90,6 +90,13 @@ enum Sys {
         }
     }
 
+    /// A deadline `delta` after `t`, or the end of time (a shaper's wait
+    /// may be `UInt64.max`: never wrap it into the past).
+    static func saturatingAdd(_ t: UInt64, _ delta: UInt64) -> UInt64 {
+        let (sum, overflow) = t.addingReportingOverflow(delta)
+        return overflow ? .max : sum
+    }
+
     static func monotonicNanos() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)

@@ -62,6 +62,11 @@ struct SluiceRouterCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Switch to this user (and its group, no supplementary groups) once the sockets and the audit log are open.", valueName: "name"))
     var user: String?
 
+    @Flag(name: .customLong("bench-no-enforcement"), help: ArgumentHelp(
+        "Benchmark only: skip the data path's policy check and shaping (keys, bounds and access flags are still checked), so `make bench` can show what enforcement costs. Never in production.",
+        visibility: .hidden))
+    var benchNoEnforcement = false
+
     @Flag(name: .customLong("print-seccomp"), help: "Print the seccomp filter the router loads (its syscalls and argument rules, and why), then exit.")
     var printSeccomp = false
 
@@ -88,6 +93,10 @@ struct SluiceRouterCommand: ParsableCommand {
         audit.rotateBytes = auditRotateBytes
         var config = RouterConfig(runtimeDir: runtimeDir, policies: set, policyDirectory: policies, audit: audit)
         config.spinNanos = spinMicros * 1000
+        if benchNoEnforcement {
+            config.dataPathEnforcement = false
+            FileHandle.standardError.write("sluice-router: --bench-no-enforcement: the data path skips policy and shaping (benchmark only)\n".data(using: .utf8)!)
+        }
         let router: Router
         do {
             router = try Router(config: config)

@@ -297,7 +297,7 @@ final class FieldValidationTests: XCTestCase {
         XCTAssertEqual(limit("{bandwidth: 1GB/s, perQP: 1}"),
                        ["t.yaml:10:32: spec.rateLimits.tenant.perQP: Unknown field: supported fields here: bandwidth, burstBytes, burstOperations, operations"])
         XCTAssertEqual(headlines(policy("  rateLimits:\n    qp: {bandwidth: 1GB/s}")),
-                       ["t.yaml:10:5: spec.rateLimits.qp: Unknown field: supported fields here: queuePair, tenant"])
+                       ["t.yaml:10:5: spec.rateLimits.qp: Unknown field: supported fields here: controlVerbs, minimumRequestBytes, queuePair, tenant, weight"])
     }
 
     // MARK: YAML-level problems
