@@ -52,14 +52,18 @@ let package = Package(
             dependencies: ["SluiceRouter", "SluiceWire", "SluicePolicy", "SluiceAudit", "SluiceSandbox",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // The statistics sluice-bench prints (percentiles, ratios, Jain's
+        // index): pure, in a library so that a test can check them.
+        .target(name: "SluiceBenchStats"),
         // `make bench`: Sluice beside baselines measured in the same run.
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["SluiceVerbs", "SluiceRouter", "SluicePolicy", "SluiceAudit",
+            dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter", "SluicePolicy", "SluiceAudit", "SluiceBenchStats",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SluicePolicyTests", dependencies: ["SluicePolicy"], resources: [.copy("Corpus")]),
         .testTarget(name: "SluiceAuditTests", dependencies: ["SluiceAudit"]),
+        .testTarget(name: "SluiceBenchStatsTests", dependencies: ["SluiceBenchStats"]),
         .testTarget(name: "SluiceSandboxTests", dependencies: ["SluiceSandbox"]),
         .testTarget(name: "SluiceRouterTests", dependencies: ["SluiceRouter", "SluiceWire"]),
         .testTarget(name: "SluiceIntegrationTests", dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter", "CSluiceSys"]),

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SluiceBenchStats
 import Synchronization
 
 /// The yardsticks Sluice is read against, measured in the same run with the

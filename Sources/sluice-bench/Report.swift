@@ -55,6 +55,20 @@ enum Format {
     static func gbps(_ v: Double) -> String { String(format: "%.2f", v) }
     static func count(_ v: Double) -> String { String(format: "%.0f", v) }
     static func nanos(_ v: Double) -> String { String(format: v < 10 ? "%.2f" : v < 100 ? "%.1f" : "%.0f", v) }
+    /// A ratio to two decimals, "-" when it could not be formed.
+    static func ratio(_ v: Double?) -> String { v.map { String(format: "%.2f", $0) } ?? "-" }
+    /// A signed percentage to one decimal, "-" when it could not be formed.
+    static func percent(_ v: Double?) -> String { v.map { String(format: "%+.1f", $0) } ?? "-" }
+    /// 10000 as "10,000".
+    static func grouped(_ n: Int) -> String {
+        let digits = Array(String(n))
+        var out = ""
+        for (i, d) in digits.enumerated() {
+            if i > 0 && (digits.count - i) % 3 == 0 { out.append(",") }
+            out.append(d)
+        }
+        return out
+    }
 }
 
 enum CSV {

@@ -3,9 +3,25 @@ import Glibc
 #endif
 import Foundation
 
-/// The router's pid, for the fatal-signal handler below (a C handler can
-/// capture nothing).
-nonisolated(unsafe) private var routerPIDForSignals: pid_t = 0
+/// The pids of the routers running, for the fatal-signal handler below (a
+/// C handler can capture nothing); 0 marks a free slot.
+private let routerPIDSlots = 8
+nonisolated(unsafe) private let routerPIDsForSignals: UnsafeMutablePointer<pid_t> = {
+    let p = UnsafeMutablePointer<pid_t>.allocate(capacity: routerPIDSlots)
+    p.initialize(repeating: 0, count: routerPIDSlots)
+    return p
+}()
+
+private func rememberRouterPID(_ pid: pid_t) {
+    for i in 0..<routerPIDSlots where routerPIDsForSignals[i] == 0 {
+        routerPIDsForSignals[i] = pid
+        return
+    }
+}
+
+private func forgetRouterPID(_ pid: pid_t) {
+    for i in 0..<routerPIDSlots where routerPIDsForSignals[i] == pid { routerPIDsForSignals[i] = 0 }
+}
 
 /// A real `sluice-router` child process with a private runtime directory.
 /// Its output goes to `router.log` there, shown when something fails.
@@ -33,7 +49,9 @@ final class RouterProcess {
     }
 
     /// Starts the router and waits (up to 20 s) for the tenant's socket.
-    init(executable: String, policies: String, tenant: String, spinMicros: UInt64?) throws {
+    /// `extraArguments` go to the router after the standard ones.
+    init(executable: String, policies: String, tenant: String, spinMicros: UInt64?,
+         extraArguments: [String] = []) throws {
         guard access(executable, X_OK) == 0 else {
             throw BenchFailure("no executable router at \(executable) (build it: swift build --product sluice-router, or pass --router PATH)")
         }
@@ -47,8 +65,9 @@ final class RouterProcess {
         var args = [executable, "--runtime-dir", runtimeDir, "--policies", policies,
                     "--audit-log", auditLogPath]
         if let spinMicros { args += ["--spin-us", String(spinMicros)] }
+        args += extraArguments
         pid = try Self.spawn(args, output: logPath)
-        routerPIDForSignals = pid
+        rememberRouterPID(pid)
         Self.installFatalSignalReaper()
 
         let deadline = monotonicNanos() + 20_000_000_000
@@ -90,11 +109,26 @@ final class RouterProcess {
     private static func installFatalSignalReaper() {
         for sig in [SIGINT, SIGTERM, SIGHUP, SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGTRAP] {
             signal(sig) { s in
-                if routerPIDForSignals > 0 { kill(routerPIDForSignals, SIGTERM) }
+                for i in 0..<routerPIDSlots where routerPIDsForSignals[i] > 0 { kill(routerPIDsForSignals[i], SIGTERM) }
                 signal(s, SIG_DFL)
                 raise(s)
             }
         }
+    }
+
+    /// What `executable --help` prints (empty if it cannot be run): to
+    /// learn whether this router has a flag before passing it.
+    static func helpText(of executable: String) -> String {
+        var template = Array("/tmp/sluice-bench-help.XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { return "" }
+        close(fd)
+        let path = String(cString: template)
+        defer { unlink(path) }
+        guard let child = try? spawn([executable, "--help"], output: path) else { return "" }
+        var status: Int32 = 0
+        _ = waitpid(child, &status, 0)
+        return (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
     }
 
     /// nil while running; otherwise how it ended.
@@ -103,7 +137,7 @@ final class RouterProcess {
         var status: Int32 = 0
         let r = waitpid(pid, &status, blocking ? 0 : WNOHANG)
         guard r == pid else { return nil }
-        routerPIDForSignals = 0
+        forgetRouterPID(pid)
         // WIFEXITED / WTERMSIG, spelled out: Swift does not import the macros.
         let signal = status & 0x7f
         endedWith = signal == 0 ? "exit status \((status >> 8) & 0xff)" : "killed by signal \(signal)"

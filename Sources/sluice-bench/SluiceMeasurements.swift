@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SluiceBenchStats
 import SluiceVerbs
 
 /// How long a latency measurement runs: `iterations` timed round trips after

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Synchronization
+import SluiceBenchStats
 
 /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds: the one clock every
 /// figure in this benchmark is read from.
@@ -12,35 +13,14 @@ func monotonicNanos() -> UInt64 {
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 
-/// Percentiles (nearest rank) and mean of round-trip samples, in µs.
-struct LatencySummary {
-    let samples: Int
-    let p50: Double
-    let p99: Double
-    let mean: Double
-
-    init(nanos: [UInt64]) {
-        precondition(!nanos.isEmpty, "a latency run produced no samples")
-        let sorted = nanos.sorted()
-        func rank(_ p: Double) -> Double {
-            let i = max(0, min(sorted.count - 1, Int((p * Double(sorted.count)).rounded(.up)) - 1))
-            return Double(sorted[i]) / 1000
-        }
-        samples = sorted.count
-        p50 = rank(0.50)
-        p99 = rank(0.99)
-        mean = Double(sorted.reduce(0, &+)) / Double(sorted.count) / 1000
-    }
-}
-
 /// Bytes moved in a measured interval.
 struct Throughput {
     let operations: Int
     let bytes: Int
     let nanos: UInt64
 
-    var gigabytesPerSecond: Double { Double(bytes) / Double(max(nanos, 1)) }
-    var operationsPerSecond: Double { Double(operations) * 1e9 / Double(max(nanos, 1)) }
+    var gigabytesPerSecond: Double { Stats.perSecond(Double(bytes), nanos: nanos) / 1e9 }
+    var operationsPerSecond: Double { Stats.perSecond(Double(operations), nanos: nanos) }
 }
 
 /// Shared between the two threads of one measurement: `finish` tells the

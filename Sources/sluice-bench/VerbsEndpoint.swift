@@ -31,6 +31,10 @@ final class VerbsEndpoint {
     /// Largest payload the QP accepts with IBV_SEND_INLINE, as created.
     let maxInline: UInt32
     private var released = false
+    /// Regions registered over parts of the buffer (`registerRegions`).
+    private(set) var regions: [UnsafeMutablePointer<ibv_mr>] = []
+    /// Whether `mr`, the region over the whole buffer, is still registered.
+    private(set) var holdsWholeBufferMR = true
 
     struct Shape {
         var bufferBytes: Int
@@ -116,8 +120,34 @@ final class VerbsEndpoint {
 
     var qpn: UInt32 { qp.pointee.qp_num }
 
+    /// Registers `count` more regions in this endpoint's PD: region k covers
+    /// `bytesPerRegion` bytes from offset k·bytesPerRegion of the buffer.
+    /// They share the memfd the library made for the whole-buffer region,
+    /// so each costs a router round trip and a router mapping, no copy.
+    func registerRegions(count: Int, bytesPerRegion: Int, access: UInt32) throws {
+        precondition(count * bytesPerRegion <= bufferBytes)
+        regions.reserveCapacity(regions.count + count)
+        for k in 0..<count {
+            let at = buffer + k * bytesPerRegion
+            guard let r = ibv_reg_mr_iova2(pd, at, bytesPerRegion, UInt64(UInt(bitPattern: at)), access) else {
+                throw VerbsError("ibv_reg_mr(region \(k + 1) of \(count), \(bytesPerRegion) bytes)", errno)
+            }
+            regions.append(r)
+        }
+    }
+
+    /// Deregisters the whole-buffer region, so that exactly the regions of
+    /// `registerRegions` are left (the buffer stays mapped and shared: they
+    /// still use its memfd).
+    func dropWholeBufferMR() throws {
+        guard holdsWholeBufferMR else { return }
+        holdsWholeBufferMR = false
+        try VerbsError.check("ibv_dereg_mr(whole buffer)", ibv_dereg_mr(mr))
+    }
+
     func endpoint(offset: Int = 0) -> RemoteEndpoint {
-        RemoteEndpoint(lid: lid, qpn: qpn, psn: psn,
+        precondition(holdsWholeBufferMR, "endpoint() after dropWholeBufferMR(): its rkey is gone")
+        return RemoteEndpoint(lid: lid, qpn: qpn, psn: psn,
                        address: UInt64(UInt(bitPattern: mr.pointee.addr)) + UInt64(offset), rkey: mr.pointee.rkey)
     }
 
@@ -171,7 +201,9 @@ final class VerbsEndpoint {
         released = true
         try VerbsError.check("ibv_destroy_qp", ibv_destroy_qp(qp))
         try VerbsError.check("ibv_destroy_cq", ibv_destroy_cq(cq))
-        try VerbsError.check("ibv_dereg_mr", ibv_dereg_mr(mr))
+        for r in regions.reversed() { try VerbsError.check("ibv_dereg_mr(region)", ibv_dereg_mr(r)) }
+        regions = []
+        if holdsWholeBufferMR { try VerbsError.check("ibv_dereg_mr", ibv_dereg_mr(mr)) }
         munmap(buffer, bufferBytes)
         try VerbsError.check("ibv_dealloc_pd", ibv_dealloc_pd(pd))
         try VerbsError.check("ibv_close_device", ibv_close_device(context))
@@ -226,7 +258,7 @@ final class WorkRequests {
         try VerbsError.check("ibv_post_recv", ibv_post_recv(endpoint.qp, recv, badRecv))
     }
 
-    /// Posts one SEND (inline when `inline`) or RDMA WRITE, signaled unless
+    /// Posts one SEND (inline when `inline`), RDMA WRITE or READ, signaled unless
     /// told otherwise.
     @inline(__always)
     func postSend(wrID: UInt64, opcode: ibv_wr_opcode, offset: Int, length: UInt32, inline: Bool = false,
@@ -242,7 +274,8 @@ final class WorkRequests {
         send.pointee.send_flags = (signaled ? IBV_SEND_SIGNALED.rawValue : 0) | (inline ? IBV_SEND_INLINE.rawValue : 0)
         send.pointee.wr.rdma.remote_addr = remoteAddress
         send.pointee.wr.rdma.rkey = rkey
-        try VerbsError.check(opcode == IBV_WR_SEND ? "ibv_post_send(SEND)" : "ibv_post_send(RDMA_WRITE)",
+        try VerbsError.check(opcode == IBV_WR_SEND ? "ibv_post_send(SEND)"
+                             : opcode == IBV_WR_RDMA_READ ? "ibv_post_send(RDMA_READ)" : "ibv_post_send(RDMA_WRITE)",
                              ibv_post_send(endpoint.qp, send, badSend))
     }
 

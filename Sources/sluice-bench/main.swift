@@ -104,9 +104,34 @@ struct SluiceBench: ParsableCommand {
     @Option(name: .customLong("spin-us"), help: ArgumentHelp("Passed to the router: how long its poller spins without work before it sleeps. Default: the router's.", valueName: "us"))
     var spinMicros: UInt64?
 
+    @Option(help: ArgumentHelp("Run only these tables, comma-separated: \(Self.tableNames.joined(separator: ", ")). Default: all.", valueName: "names"))
+    var only: String?
+
+    static let tableNames = ["latency", "bandwidth", "decisions", "audit", "burst", "keys", "shaping", "isolation", "fairness", "overhead"]
+
+    @Option(name: .customLong("flood-worker"), help: ArgumentHelp(visibility: .private))
+    var floodWorker: String?
+
+    @Option(name: .customLong("flood-socket"), help: ArgumentHelp(visibility: .private))
+    var floodSocket: String?
+
+    @Option(name: .customLong("flood-control"), help: ArgumentHelp(visibility: .private))
+    var floodControl: String?
+
     func run() throws {
         // A TCP peer that goes away must be an error from write, not a signal.
         signal(SIGPIPE, SIG_IGN)
+        // A noisy or fair-share tenant, started by this same program.
+        if let floodWorker {
+            guard let floodSocket, let floodControl else { throw ValidationError("--flood-worker needs --flood-socket and --flood-control") }
+            let status = WorkerFlow.main(shape: floodWorker, socket: floodSocket, controlPath: floodControl)
+            if status != 0 { throw ExitCode(status) }
+            return
+        }
+        let selected = Set((only ?? Self.tableNames.joined(separator: ",")).split(separator: ",").map { String($0) })
+        if let bad = selected.first(where: { !Self.tableNames.contains($0) }) {
+            throw ValidationError("--only: no table \"\(bad)\"; the tables are \(Self.tableNames.joined(separator: ", "))")
+        }
         let plans = quick ? Plans.quick : Plans.full
         let routerPath = try router ?? RouterProcess.siblingExecutable()
         let policiesPath = Self.absolute(policies)
@@ -134,18 +159,16 @@ struct SluiceBench: ParsableCommand {
         print("")
 
         let suite = Suite(router: process, plans: plans, policies: policiesPath)
-        let tables = [suite.latency(), suite.bandwidth(), suite.policyDecisions(), suite.auditWriting(), suite.denialBurst()]
-        for t in tables { print(t.render()) }
+        let base: [(String, () -> Table)] = [("latency", suite.latency), ("bandwidth", suite.bandwidth),
+                                             ("decisions", suite.policyDecisions), ("audit", suite.auditWriting),
+                                             ("burst", suite.denialBurst)]
+        for (name, table) in base where selected.contains(name) { Self.show(table()) }
 
         var failures = suite.failures
-        if let csv {
-            do {
-                try CSV.write(suite.figures, to: csv)
-                print("wrote \(suite.figures.count) rows to \(csv)")
-            } catch {
-                failures.append("\(error)")
-            }
-        }
+        var figures = suite.figures
+        var keep = [process.runtimeDir]
+        // Stopped before the next tables start their own router, so that
+        // only one router runs at a time.
         do {
             if let how = try process.stop(), how != "exit status 0" {
                 failures.append("sluice-router stopped with \(how)\n\(process.logTail())")
@@ -153,12 +176,54 @@ struct SluiceBench: ParsableCommand {
         } catch {
             failures.append("\(error)")
         }
+
+        // Key translation, shaping, isolation, fairness and the overhead of
+        // limits: tenants with policies of their own, on a router of their own.
+        var isolation: IsolationSuite?
+        do {
+            if !selected.isDisjoint(with: ["keys", "shaping", "isolation", "fairness", "overhead"]) {
+                isolation = try IsolationSuite(executable: routerPath, plans: quick ? .quick : .full, spinMicros: spinMicros)
+            }
+        } catch {
+            failures.append("cannot start the router for the shaping and isolation tables: \(error)")
+        }
+        if let iso = isolation {
+            print("  router   pid \(iso.router.pid), runtime \(iso.router.runtimeDir), policies \(iso.policyDir) (generated)"
+                  + (iso.routerOff.map { "; with \(IsolationSuite.noEnforcementFlag): pid \($0.pid)" } ?? ""))
+            print("")
+            let more: [(String, () -> [Table])] = [("keys", { [iso.keyTranslation()] }), ("shaping", iso.shapingAccuracy),
+                                                   ("isolation", { [iso.isolation()] }), ("fairness", { [iso.fairness()] }),
+                                                   ("overhead", { [iso.overhead()] })]
+            for (name, tables) in more where selected.contains(name) {
+                for t in tables() { Self.show(t) }
+            }
+            failures += iso.failures + iso.stop()
+            figures += iso.figures
+            keep += iso.runtimeDirs
+        }
+
+        if let csv {
+            do {
+                try CSV.write(figures, to: csv)
+                print("wrote \(figures.count) rows to \(csv)")
+            } catch {
+                failures.append("\(error)")
+            }
+        }
         guard failures.isEmpty else {
             for f in failures { Self.complain(f) }
-            Self.complain("router runtime directory kept for inspection: \(process.runtimeDir)")
+            Self.complain("router runtime directories kept for inspection: \(keep.joined(separator: ", "))")
             throw ExitCode(1)
         }
         process.removeRuntimeDir()
+        isolation?.removeScratch()
+    }
+
+    /// Prints a table as soon as it is measured, before the progress lines
+    /// of the next one reach stderr.
+    static func show(_ table: Table) {
+        print(table.render())
+        fflush(stdout)
     }
 
     static func complain(_ message: String) {

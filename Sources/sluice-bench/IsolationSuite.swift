@@ -1,0 +1,526 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SluiceBenchStats
+
+/// A measured interval of a flow: how long to let it run before counting
+/// (the first burst of a rate limit, warm caches), and how long to count.
+struct WindowPlan {
+    var settleSeconds: Double
+    var windowSeconds: Double
+}
+
+/// How much the key-translation, shaping, isolation, fairness and overhead
+/// tables run in a mode.
+struct IsolationPlans {
+    /// Issue 5: 8-byte WRITEs spread over `keySlots` pages of the target,
+    /// covered by each count of regions in turn.
+    var keys: WindowPlan
+    var keyRegions: [Int]
+    var keySlots: Int
+    /// Issue 6, accuracy: the rates to configure, per operation.
+    var shaping: WindowPlan
+    var bandwidthPoints: [(FlowOp, [UInt64])]
+    var operationPoints: [(FlowOp, [UInt64])]
+    /// The bucket written into the shaping tenants' policies, in seconds at their rate.
+    var shapingBurstSeconds: Double
+    /// Issue 6, isolation: the victim's ping-pong and stream, and the noisy
+    /// tenants' set-up and the operation limit of the limited variant.
+    var victimLatency: LatencyPlan
+    var victimStream: WindowPlan
+    var noisySettleSeconds: Double
+    var noisyQPs: Int
+    var noisyWindow: Int
+    var noisyLimit: UInt64
+    /// Issue 6, fairness and overhead.
+    var fairness: WindowPlan
+    var fairQPs: Int
+    var overhead: WindowPlan
+    var overheadRounds: Int
+
+    static let quick = IsolationPlans(
+        keys: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5),
+        keyRegions: [1, 10, 10_000], keySlots: 10_000,
+        shaping: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5),
+        // Quick: every rate for WRITE; SEND and READ at the lowest rate,
+        // the one most likely to be within reach of any machine.
+        bandwidthPoints: [(.write, [1, 4, 16].map { $0 * 1_000_000_000 }), (.send, [1_000_000_000]), (.read, [1_000_000_000])],
+        operationPoints: [(.write, [100_000, 1_000_000, 4_000_000]), (.send, [100_000]), (.read, [100_000])],
+        shapingBurstSeconds: 0.01,
+        victimLatency: LatencyPlan(warmup: 500, iterations: 20_000, maxSeconds: 0.5, maxWarmupSeconds: 0.1),
+        victimStream: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.5),
+        noisySettleSeconds: 0.2, noisyQPs: 8, noisyWindow: 128, noisyLimit: 1_000_000,
+        fairness: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
+        fairQPs: 4,
+        overhead: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5), overheadRounds: 1)
+
+    static let full = IsolationPlans(
+        keys: WindowPlan(settleSeconds: 0.5, windowSeconds: 2),
+        keyRegions: [1, 10, 10_000], keySlots: 10_000,
+        shaping: WindowPlan(settleSeconds: 0.5, windowSeconds: 2),
+        bandwidthPoints: FlowOp.allCases.map { ($0, [1, 4, 16].map { $0 * 1_000_000_000 }) },
+        operationPoints: FlowOp.allCases.map { ($0, [100_000, 1_000_000, 4_000_000]) },
+        shapingBurstSeconds: 0.01,
+        victimLatency: LatencyPlan(warmup: 5_000, iterations: 100_000, maxSeconds: 3, maxWarmupSeconds: 0.5),
+        victimStream: WindowPlan(settleSeconds: 0.5, windowSeconds: 3),
+        noisySettleSeconds: 0.5, noisyQPs: 8, noisyWindow: 128, noisyLimit: 1_000_000,
+        fairness: WindowPlan(settleSeconds: 1, windowSeconds: 5),
+        fairQPs: 4,
+        overhead: WindowPlan(settleSeconds: 0.5, windowSeconds: 2), overheadRounds: 3)
+}
+
+/// The tables that need tenants with rate limits of their own: key
+/// translation (issue 5), and shaping accuracy, isolation, fairness and the
+/// overhead of limits (issue 6). They run against a router of their own,
+/// started on a generated policy directory (`BenchPolicies`), and, when the
+/// router has the benchmark-only flag, a second one with enforcement off.
+final class IsolationSuite {
+    static let noEnforcementFlag = "--bench-no-enforcement"
+
+    let plans: IsolationPlans
+    let router: RouterProcess
+    /// The same policies, with enforcement off; nil when the router lacks the flag.
+    let routerOff: RouterProcess?
+    let policyDir: String
+    let tenants: [String: BenchTenant]
+    private(set) var figures: [Figure] = []
+    private(set) var failures: [String] = []
+    private var deadRouters: Set<String> = []
+    private var workerCount = 0
+
+    static let open = "open"
+    static let high = "high"
+    static let victim = "victim"
+    static let noisy = ["noisy-a", "noisy-b"]
+    static let noisyLimited = ["noisy-a-lim", "noisy-b-lim"]
+    static let fair = ["fair-a", "fair-b", "fair-c"]
+
+    static func bandwidthTenant(_ bits: UInt64) -> String { "bw-\(BenchTenant.bandwidth(bits).replacingOccurrences(of: "bit/s", with: "").lowercased())" }
+    static func operationsTenant(_ n: UInt64) -> String { "ops-\(BenchTenant.operations(n).replacingOccurrences(of: "/s", with: "").lowercased())" }
+
+    /// Writes the policies and starts the router(s).
+    init(executable: String, plans: IsolationPlans, spinMicros: UInt64?) throws {
+        self.plans = plans
+        var list = [BenchTenant(name: Self.open),
+                    BenchTenant(name: Self.high, bitsPerSecond: 1_000_000_000_000, operationsPerSecond: 1_000_000_000),
+                    BenchTenant(name: Self.victim)]
+        list += Self.noisy.map { BenchTenant(name: $0) }
+        list += Self.noisyLimited.map { BenchTenant(name: $0, operationsPerSecond: plans.noisyLimit) }
+        list += Self.fair.map { BenchTenant(name: $0) }
+        let bits = Set(plans.bandwidthPoints.flatMap(\.1)).sorted()
+        let ops = Set(plans.operationPoints.flatMap(\.1)).sorted()
+        list += bits.map { BenchTenant(name: Self.bandwidthTenant($0), bitsPerSecond: $0).withBurst(seconds: plans.shapingBurstSeconds) }
+        list += ops.map { BenchTenant(name: Self.operationsTenant($0), operationsPerSecond: $0).withBurst(seconds: plans.shapingBurstSeconds) }
+        tenants = Dictionary(uniqueKeysWithValues: list.map { ($0.name, $0) })
+        policyDir = try BenchPolicies.write(list)
+        router = try RouterProcess(executable: executable, policies: policyDir, tenant: Self.open, spinMicros: spinMicros)
+        if RouterProcess.helpText(of: executable).contains(Self.noEnforcementFlag) {
+            do {
+                routerOff = try RouterProcess(executable: executable, policies: policyDir, tenant: Self.open,
+                                              spinMicros: spinMicros, extraArguments: [Self.noEnforcementFlag])
+            } catch {
+                _ = try? router.stop()
+                throw error
+            }
+        } else {
+            routerOff = nil
+        }
+    }
+
+    /// Stops the routers; returns what went wrong (empty if nothing did).
+    func stop() -> [String] {
+        var problems: [String] = []
+        for (r, what) in [(router, "sluice-router"), (routerOff, "sluice-router \(Self.noEnforcementFlag)")] {
+            guard let r else { continue }
+            do {
+                if let how = try r.stop(), how != "exit status 0" {
+                    problems.append("\(what) stopped with \(how)\n\(r.logTail())")
+                }
+            } catch {
+                problems.append("\(error)")
+            }
+        }
+        return problems
+    }
+
+    /// The runtime directories to keep after a failure, or remove after success.
+    var runtimeDirs: [String] { [router.runtimeDir] + (routerOff.map { [$0.runtimeDir] } ?? []) }
+
+    func removeScratch() {
+        router.removeRuntimeDir()
+        routerOff?.removeRuntimeDir()
+        try? FileManager.default.removeItem(atPath: policyDir)
+    }
+
+    private func progress(_ what: String) {
+        FileHandle.standardError.write("· \(what)\n".data(using: .utf8)!)
+    }
+
+    /// Runs one measurement against `on`; a failure becomes a row that says why.
+    private func measure<T>(_ label: String, on r: RouterProcess, _ body: () throws -> T) -> Result<T, Error> {
+        if deadRouters.contains(r.runtimeDir) { return .failure(BenchFailure("not run: the router is gone")) }
+        progress("measuring \(label)")
+        let result = Result { try body() }
+        if case .failure(let e) = result { failures.append("\(label): \(e)") }
+        do {
+            try r.checkAlive()
+        } catch {
+            deadRouters.insert(r.runtimeDir)
+            failures.append("\(error)")
+        }
+        return result
+    }
+
+    private func thread(_ r: RouterProcess, _ tenant: String, _ shape: FlowShape) throws -> ThreadFlow {
+        try ThreadFlow(name: "\(tenant)'s \(shape.ops.map(\.label).joined(separator: "+")) flow", socket: r.socket(for: tenant), shape: shape)
+    }
+
+    private func worker(_ tenant: String, _ shape: FlowShape) throws -> WorkerFlow {
+        workerCount += 1
+        return try WorkerFlow(name: "flood worker for \(tenant)", socket: router.socket(for: tenant), shape: shape,
+                              controlPath: "\(router.runtimeDir)/flow-\(workerCount).ctl")
+    }
+
+    /// One flow in a thread of this process: set up, settle, count, stop.
+    /// Returns its rate and how long set-up took.
+    private func runFlow(_ r: RouterProcess, _ tenant: String, _ shape: FlowShape, _ plan: WindowPlan) throws -> (FlowRate, setupNanos: UInt64) {
+        let t0 = monotonicNanos()
+        let flow = try thread(r, tenant, shape)
+        do {
+            try flow.waitReady(timeoutSeconds: 120)
+        } catch {
+            try? Flows.finish([flow])
+            throw error
+        }
+        let setup = monotonicNanos() &- t0
+        return (try Flows.measure([flow], settle: plan.settleSeconds, window: plan.windowSeconds)[0], setup)
+    }
+
+    private static func firstLine(_ e: Error) -> String {
+        String("\(e)".split(separator: "\n").first ?? "")
+    }
+
+    // MARK: key translation (issue 5)
+
+    /// 8-byte WRITEs to random pages of the target, whose `keySlots` pages
+    /// are covered by 1, 10 or 10,000 regions; each request carries the rkey
+    /// of its page's region, so with many regions consecutive requests use
+    /// different keys in random order. The same pages in the same order in
+    /// every row: only the number of keys the router resolves changes.
+    func keyTranslation() -> Table {
+        let plan = plans.keys
+        let slots = plans.keySlots
+        var table = Table(title: "Key translation: 8 B RDMA WRITE, random pages and rkeys",
+                          columns: ["ns/op", "ops/s", "vs 1 MR", "ops", "setup ms"])
+        func shape(_ regions: Int) -> FlowShape {
+            var s = FlowShape(ops: [.write], messageBytes: 8, window: 64, signalEvery: 16)
+            s.targetRegions = regions
+            s.slots = slots
+            s.slotStride = 4096
+            s.randomSlots = true
+            return s
+        }
+        var routers: [(RouterProcess, String, String)] = [(router, "", "sluice-keys")]
+        if let off = routerOff { routers.append((off, ", enforcement off", "sluice-keys-no-enforcement")) }
+        for (r, suffix, system) in routers {
+            var baseline: Double?
+            for regions in plans.keyRegions {
+                let label = "\(regions == 1 ? "1 MR" : "\(Format.grouped(regions)) MRs") at the target\(suffix)"
+                let run = measure("key translation, \(regions) MRs\(suffix)", on: r) { try runFlow(r, Self.open, shape(regions), plan) }
+                switch run {
+                case .success(let (rate, setup)):
+                    let ns = 1e9 / max(rate.operationsPerSecond, 1)
+                    if regions == 1 { baseline = rate.operationsPerSecond }
+                    let vs = baseline.flatMap { Stats.ratio(rate.operationsPerSecond, $0) }
+                    table.add(label, [Format.nanos(ns), Format.count(rate.operationsPerSecond), Format.ratio(vs),
+                                      Format.count(Double(rate.operations)), Format.count(Double(setup) / 1e6)])
+                    figures += [
+                        Figure(metric: "key_translation_ns", system: "\(system)-\(regions)mr", size: 8, value: ns, unit: "ns"),
+                        Figure(metric: "key_translation_rate", system: "\(system)-\(regions)mr", size: 8, value: rate.operationsPerSecond, unit: "ops/s"),
+                        Figure(metric: "key_translation_vs_1mr", system: "\(system)-\(regions)mr", size: 8, value: vs ?? .nan, unit: "ratio"),
+                        Figure(metric: "key_translation_setup", system: "\(system)-\(regions)mr", size: 8, value: Double(setup) / 1e6, unit: "ms"),
+                    ]
+                case .failure(let e):
+                    table.addFailure(label, Self.firstLine(e))
+                }
+            }
+        }
+        if routerOff == nil {
+            table.addNote("TODO: no rows without key translation and bounds checks: this sluice-router has no \(Self.noEnforcementFlag) flag")
+        }
+        table.addNote("tenant \(Self.open) (no rateLimits), one QP pair, 64 in flight, 1 in 16 signaled; each WRITE to a random one of \(Format.grouped(slots)) pages (\((slots * 4096) >> 20) MiB), same order in every row")
+        table.addNote("the pages are split into N equal regions and nothing else is registered at the target; a WRITE carries its page's region's rkey")
+        table.addNote("setup: opening both sessions, connecting, and registering the N regions (one router round trip each)")
+        return table
+    }
+
+    // MARK: shaping accuracy (issue 6)
+
+    /// A tenant limited to one rate, flooded with one operation; measured
+    /// over a window that starts after the first burst. READs are charged
+    /// the bytes they bring back.
+    func shapingAccuracy() -> [Table] {
+        let plan = plans.shaping
+        var unshaped: [String: FlowRate] = [:]
+        func shape(_ op: FlowOp, bandwidth: Bool) -> FlowShape {
+            bandwidth ? FlowShape(ops: [op], messageBytes: 64 << 10, window: 16, signalEvery: 1)
+                      : FlowShape(ops: [op], messageBytes: 8, window: 64, signalEvery: 16)
+        }
+        // The same floods without a limit (tenant open): what the router
+        // reaches at all, so a rate above it reads as out of reach.
+        for (op, bandwidth) in plans.bandwidthPoints.map({ ($0.0, true) }) + plans.operationPoints.map({ ($0.0, false) }) {
+            let key = "\(op.rawValue)-\(bandwidth)"
+            if unshaped[key] != nil { continue }
+            if case .success(let (rate, _)) = measure("\(op.label) \(bandwidth ? "64 KiB" : "8 B") unshaped", on: router, {
+                try runFlow(router, Self.open, shape(op, bandwidth: bandwidth), plan)
+            }) {
+                unshaped[key] = rate
+                let size = bandwidth ? 64 << 10 : 8
+                figures += [
+                    Figure(metric: "unshaped_bandwidth", system: "sluice-\(op.rawValue)", size: size, value: rate.bitsPerSecond / 1e9, unit: "Gbit/s"),
+                    Figure(metric: "unshaped_rate", system: "sluice-\(op.rawValue)", size: size, value: rate.operationsPerSecond, unit: "ops/s"),
+                ]
+            }
+        }
+
+        var bw = Table(title: "Shaping accuracy: tenant bandwidth, 64 KiB (Gbit/s)",
+                       columns: ["configured", "measured", "error %", "msgs/s", "unshaped"])
+        for (op, rates) in plans.bandwidthPoints {
+            for bits in rates {
+                let tenant = Self.bandwidthTenant(bits)
+                let label = "\(op.label) at \(BenchTenant.bandwidth(bits)) (\(tenant))"
+                let run = measure("shaping \(op.label) 64 KiB at \(BenchTenant.bandwidth(bits))", on: router) {
+                    try runFlow(router, tenant, shape(op, bandwidth: true), plan)
+                }
+                switch run {
+                case .success(let (rate, _)):
+                    let configured = Double(bits) / 1e9, measured = rate.bitsPerSecond / 1e9
+                    let err = Stats.percentError(measured: measured, configured: configured)
+                    let ref = unshaped["\(op.rawValue)-true"].map { String(format: "%.2f", $0.bitsPerSecond / 1e9) } ?? "-"
+                    bw.add(label, [String(format: "%.2f", configured), String(format: "%.3f", measured), Format.percent(err),
+                                   Format.count(rate.operationsPerSecond), ref])
+                    let system = "sluice-\(op.rawValue)-\(tenant)"
+                    figures += [
+                        Figure(metric: "shaping_configured", system: system, size: 64 << 10, value: configured, unit: "Gbit/s"),
+                        Figure(metric: "shaping_measured", system: system, size: 64 << 10, value: measured, unit: "Gbit/s"),
+                        Figure(metric: "shaping_error", system: system, size: 64 << 10, value: err ?? .nan, unit: "%"),
+                    ]
+                case .failure(let e):
+                    bw.addFailure(label, Self.firstLine(e))
+                }
+            }
+        }
+        bw.addNote("spec.rateLimits.tenant.bandwidth, burstBytes = \(Int(plans.shapingBurstSeconds * 1000)) ms at the rate; one QP, 16 in flight, all signaled")
+        bw.addNote("measured: bytes completed in a \(plan.windowSeconds) s window starting \(plan.settleSeconds) s after the flood began (READ: bytes read back)")
+        bw.addNote("unshaped: the same flood by tenant \(Self.open), which has no rateLimits, in this run: a rate above it cannot be reached here")
+
+        var ops = Table(title: "Shaping accuracy: tenant operations, 8 B (K ops/s)",
+                        columns: ["configured", "measured", "error %", "unshaped"])
+        for (op, rates) in plans.operationPoints {
+            for n in rates {
+                let tenant = Self.operationsTenant(n)
+                let label = "\(op.label) at \(BenchTenant.operations(n)) (\(tenant))"
+                let run = measure("shaping \(op.label) 8 B at \(BenchTenant.operations(n))", on: router) {
+                    try runFlow(router, tenant, shape(op, bandwidth: false), plan)
+                }
+                switch run {
+                case .success(let (rate, _)):
+                    let configured = Double(n) / 1e3, measured = rate.operationsPerSecond / 1e3
+                    let err = Stats.percentError(measured: measured, configured: configured)
+                    let ref = unshaped["\(op.rawValue)-false"].map { String(format: "%.1f", $0.operationsPerSecond / 1e3) } ?? "-"
+                    ops.add(label, [String(format: "%.0f", configured), String(format: "%.1f", measured), Format.percent(err), ref])
+                    let system = "sluice-\(op.rawValue)-\(tenant)"
+                    figures += [
+                        Figure(metric: "shaping_configured", system: system, size: 8, value: Double(n), unit: "ops/s"),
+                        Figure(metric: "shaping_measured", system: system, size: 8, value: rate.operationsPerSecond, unit: "ops/s"),
+                        Figure(metric: "shaping_error", system: system, size: 8, value: err ?? .nan, unit: "%"),
+                    ]
+                case .failure(let e):
+                    ops.addFailure(label, Self.firstLine(e))
+                }
+            }
+        }
+        ops.addNote("spec.rateLimits.tenant.operations, burstOperations = \(Int(plans.shapingBurstSeconds * 1000)) ms at the rate; one QP, 64 in flight, 1 in 16 signaled")
+        ops.addNote("measured: requests completed in a \(plan.windowSeconds) s window starting \(plan.settleSeconds) s after the flood began")
+        ops.addNote("unshaped: the same flood by tenant \(Self.open), which has no rateLimits, in this run")
+        return [bw, ops]
+    }
+
+    // MARK: isolation (issue 6)
+
+    private struct VictimRun {
+        let latency: LatencySummary
+        let stream: FlowRate
+        /// Each noisy tenant's rate while the victim ran; empty alone.
+        let noisy: [FlowRate]
+    }
+
+    private func victimRun() throws -> (LatencySummary, FlowRate) {
+        let (latency, _) = try SluiceMeasurements.sendPingPong(socket: router.socket(for: Self.victim), plan: plans.victimLatency,
+                                                               yieldWhenIdle: true)
+        let (stream, _) = try runFlow(router, Self.victim, FlowShape(ops: [.write], messageBytes: 64 << 10, window: 16), plans.victimStream)
+        return (latency, stream)
+    }
+
+    private var noisyShape: FlowShape {
+        FlowShape(ops: [.write, .read], qpPairs: plans.noisyQPs, messageBytes: 8, window: plans.noisyWindow, signalEvery: 16)
+    }
+
+    private func victimBesideNoise(_ noisyTenants: [String]) throws -> VictimRun {
+        var flows: [WorkerFlow] = []
+        do {
+            for t in noisyTenants { flows.append(try worker(t, noisyShape)) }
+            for f in flows { try f.waitReady(timeoutSeconds: 60) }
+            Flows.go(flows)
+            try Flows.sleep(plans.noisySettleSeconds, watching: flows)
+            let a = try Flows.sample(flows)
+            let (latency, stream) = try victimRun()
+            let b = try Flows.sample(flows)
+            try Flows.finish(flows)
+            return VictimRun(latency: latency, stream: stream, noisy: zip(a, b).map { FlowRate(from: $0, to: $1) })
+        } catch {
+            try? Flows.finish(flows)
+            throw error
+        }
+    }
+
+    func isolation() -> Table {
+        var table = Table(title: "Isolation: victim beside two noisy tenants",
+                          columns: ["p50 µs", "p99 µs", "p99 x solo", "GB/s", "GB/s x solo", "noisy Kops/s"])
+        let alone = measure("victim alone", on: router) { try victimRun() }
+        var solo: (LatencySummary, FlowRate)?
+        switch alone {
+        case .success(let (l, s)):
+            solo = (l, s)
+            table.add("victim alone", [Format.micros(l.p50), Format.micros(l.p99), "1.00", Format.gbps(s.gigabytesPerSecond), "1.00", "-"])
+            figures += victimFigures("sluice-victim-alone", l, s, solo: nil, noisy: [])
+        case .failure(let e):
+            table.addFailure("victim alone", Self.firstLine(e))
+        }
+        let variants = [(Self.noisy, "no limits", "sluice-victim-noisy-unlimited"),
+                        (Self.noisyLimited, "\(BenchTenant.operations(plans.noisyLimit)) each", "sluice-victim-noisy-limited")]
+        for (tenants, what, system) in variants {
+            let label = "victim + 2 noisy, \(what)"
+            switch measure("victim beside 2 noisy tenants, \(what)", on: router, { try victimBesideNoise(tenants) }) {
+            case .success(let v):
+                let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
+                let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
+                let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
+                table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
+                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy])
+                figures += victimFigures(system, v.latency, v.stream, solo: solo, noisy: v.noisy)
+            case .failure(let e):
+                table.addFailure(label, Self.firstLine(e))
+            }
+        }
+        table.addNote("victim: 8 B SEND ping-pong round trip (two sessions, pollers yield when idle), then a 64 KiB WRITE stream (16 in flight), tenant \(Self.victim), no rateLimits")
+        table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.noisyWindow) in flight per QP, 1 in 16 signaled; Kops/s: each one's rate while the victim ran")
+        table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; every flooder yields its core when it finds nothing to do")
+        return table
+    }
+
+    private func victimFigures(_ system: String, _ l: LatencySummary, _ s: FlowRate,
+                               solo: (LatencySummary, FlowRate)?, noisy: [FlowRate]) -> [Figure] {
+        var f = [
+            Figure(metric: "victim_rtt_p50", system: system, size: 8, value: l.p50, unit: "us"),
+            Figure(metric: "victim_rtt_p99", system: system, size: 8, value: l.p99, unit: "us"),
+            Figure(metric: "victim_stream", system: system, size: 64 << 10, value: s.gigabytesPerSecond, unit: "GB/s"),
+        ]
+        if let solo {
+            f.append(Figure(metric: "victim_p99_growth", system: system, size: 8, value: Stats.ratio(l.p99, solo.0.p99) ?? .nan, unit: "ratio"))
+            f.append(Figure(metric: "victim_stream_vs_solo", system: system, size: 64 << 10,
+                            value: Stats.ratio(s.gigabytesPerSecond, solo.1.gigabytesPerSecond) ?? .nan, unit: "ratio"))
+        }
+        for (i, n) in noisy.enumerated() {
+            f.append(Figure(metric: "noisy_rate", system: "\(system)-noisy\(i + 1)", size: 8, value: n.operationsPerSecond, unit: "ops/s"))
+        }
+        return f
+    }
+
+    // MARK: fairness (issue 6)
+
+    func fairness() -> Table {
+        let plan = plans.fairness
+        var table = Table(title: "Fairness: three equal tenants saturating the router", columns: ["ops/s", "share %", "ops"])
+        let shape = FlowShape(ops: [.write], qpPairs: plans.fairQPs, messageBytes: 8, window: 64, signalEvery: 16)
+        let run = measure("fairness, 3 tenants", on: router) { () -> [FlowRate] in
+            var flows: [WorkerFlow] = []
+            do {
+                for t in Self.fair { flows.append(try worker(t, shape)) }
+                for f in flows { try f.waitReady(timeoutSeconds: 60) }
+            } catch {
+                try? Flows.finish(flows)
+                throw error
+            }
+            return try Flows.measure(flows, settle: plan.settleSeconds, window: plan.windowSeconds)
+        }
+        switch run {
+        case .success(let rates):
+            let shares = rates.map(\.operationsPerSecond)
+            let total = shares.reduce(0, +)
+            for (t, r) in zip(Self.fair, rates) {
+                let share = Stats.ratio(r.operationsPerSecond, total).map { $0 * 100 }
+                table.add(t, [Format.count(r.operationsPerSecond), share.map { String(format: "%.1f", $0) } ?? "-", Format.count(Double(r.operations))])
+                figures.append(Figure(metric: "fair_rate", system: "sluice-\(t)", size: 8, value: r.operationsPerSecond, unit: "ops/s"))
+            }
+            table.add("all three", [Format.count(total), "100.0", Format.count(Double(rates.reduce(0) { $0 + $1.operations }))])
+            let jain = Stats.jainIndex(shares)
+            table.add("Jain's index (Σx)²/(n·Σx²)", [jain.map { String(format: "%.4f", $0) } ?? "-", "-", "-"])
+            figures.append(Figure(metric: "fair_jain", system: "sluice-3-tenants", size: 8, value: jain ?? .nan, unit: "index"))
+        case .failure(let e):
+            table.addFailure("three tenants", Self.firstLine(e))
+        }
+        table.addNote("each tenant its own process: 8 B WRITEs on \(plans.fairQPs) QPs, 64 in flight per QP, 1 in 16 signaled, no rateLimits; counted over \(plan.windowSeconds) s after \(plan.settleSeconds) s")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller and three flooding processes share them (flooders yield when idle), so the CPU scheduler's share is part of the figure")
+        return table
+    }
+
+    // MARK: overhead of limits (issue 6)
+
+    func overhead() -> Table {
+        let plan = plans.overhead
+        var table = Table(title: "Overhead of rate limits: 8 B RDMA WRITE, one QP pair", columns: ["ns/op", "ops/s", "vs no limits", "runs"])
+        let shape = FlowShape(ops: [.write], messageBytes: 8, window: 64, signalEvery: 16)
+        var configs: [(RouterProcess, String, String, String)] = [
+            (router, Self.open, "no rateLimits (tenant \(Self.open))", "sluice-no-ratelimits"),
+            (router, Self.high, "limits far above reach (\(tenants[Self.high]!.rateDescription))", "sluice-ratelimits-unreached"),
+        ]
+        if let off = routerOff {
+            configs.append((off, Self.open, "enforcement off (\(Self.noEnforcementFlag))", "sluice-no-enforcement"))
+        }
+        // Rounds alternate the configurations, so drift hits all alike.
+        var rates = [[Double]](repeating: [], count: configs.count)
+        var errors = [Error?](repeating: nil, count: configs.count)
+        for round in 0..<plans.overheadRounds {
+            for (i, (r, tenant, _, _)) in configs.enumerated() where errors[i] == nil {
+                switch measure("overhead: \(tenant)\(r === router ? "" : " (enforcement off)"), round \(round + 1)", on: r, {
+                    try runFlow(r, tenant, shape, plan)
+                }) {
+                case .success(let (rate, _)): rates[i].append(rate.operationsPerSecond)
+                case .failure(let e): errors[i] = e
+                }
+            }
+        }
+        let base = Stats.median(rates[0])
+        for (i, (_, _, label, system)) in configs.enumerated() {
+            if let e = errors[i] {
+                table.addFailure(label, Self.firstLine(e))
+                continue
+            }
+            guard let m = Stats.median(rates[i]) else { continue }
+            let vs = base.flatMap { Stats.ratio(m, $0) }
+            table.add(label, [Format.nanos(1e9 / max(m, 1)), Format.count(m), Format.ratio(vs), "\(rates[i].count)"])
+            figures += [
+                Figure(metric: "overhead_rate", system: system, size: 8, value: m, unit: "ops/s"),
+                Figure(metric: "overhead_vs_no_limits", system: system, size: 8, value: vs ?? .nan, unit: "ratio"),
+            ]
+        }
+        if routerOff == nil {
+            table.addNote("TODO: no enforcement-off row: this sluice-router has no \(Self.noEnforcementFlag) flag")
+        }
+        table.addNote("64 in flight, 1 in 16 signaled; each run counts \(plan.windowSeconds) s after \(plan.settleSeconds) s; runs alternate between rows; figures are the median run")
+        return table
+    }
+}
