@@ -129,8 +129,10 @@ struct FlowRate {
 /// to coordinator), completion counters the flow adds to, and room for the
 /// flow's error message. A worker process maps the same file.
 final class FlowControl {
-    enum Command: UInt32 { case none = 0, go = 1, stop = 2 }
-    enum Status: UInt32 { case settingUp = 0, ready = 1, running = 2, done = 3, failed = 4 }
+    /// go starts (or resumes) the flood; pause drains it and waits for go
+    /// or stop; stop drains it and ends the flow.
+    enum Command: UInt32 { case none = 0, go = 1, stop = 2, pause = 3 }
+    enum Status: UInt32 { case settingUp = 0, ready = 1, running = 2, done = 3, failed = 4, paused = 5 }
 
     static let size = 4096
     private static let messageOffset = 256
@@ -310,10 +312,23 @@ final class FlowDriver {
                     remoteAddresses: addresses, rkeys: rkeys)
     }
 
-    /// Floods until the control page says stop, then drains: each QP posts
-    /// up to its next signaled request and waits for everything it posted,
-    /// so that no request is left in flight when the QPs are destroyed.
+    /// Floods until the control page says pause or stop, then drains: each
+    /// QP posts up to its next signaled request and waits for everything it
+    /// posted, so that no request is left in flight when the QPs are
+    /// destroyed. Paused, it waits for go (flood again) or stop.
     func run(_ control: FlowControl) throws {
+        while true {
+            try flood(control)
+            if control.command == .stop { return }
+            control.status = .paused
+            while control.command == .pause { usleep(100) }
+            if control.command != .go { return }
+            for p in pairs { p.stopAt = Int.max }
+            control.status = .running
+        }
+    }
+
+    private func flood(_ control: FlowControl) throws {
         let window = shape.window, every = max(1, shape.signalEvery), size = shape.messageBytes
         var watch = StallWatch()
         var stopping = false
@@ -361,7 +376,7 @@ final class FlowDriver {
                 if shape.yieldWhenIdle { sched_yield() }
             }
             turn &+= 1
-            if !stopping && turn & 63 == 0 && control.command == .stop {
+            if !stopping && turn & 63 == 0 && control.command != .go {
                 stopping = true
                 for p in pairs { p.stopAt = (p.posted + every - 1) / every * every }
             }
@@ -415,6 +430,17 @@ extension FlowHandle {
     func checkRunning() throws {
         if control.status == .failed { throw BenchFailure("\(name): \(control.failureMessage)") }
         if let how = exitReason() { throw BenchFailure("\(name) ended while flooding (\(how)): \(control.failureMessage)") }
+    }
+
+    /// Tells it to pause and waits until it has drained.
+    func pause() throws {
+        control.command = .pause
+        let deadline = monotonicNanos() + 20_000_000_000
+        while control.status != .paused {
+            try checkRunning()
+            if monotonicNanos() > deadline { throw BenchFailure("\(name) did not drain within 20 s of pause") }
+            usleep(200)
+        }
     }
 
     /// Tells it to stop, then waits for it.
@@ -519,6 +545,33 @@ enum Flows {
             do { try f.join() } catch { if first == nil { first = error } }
         }
         if let first { throw first }
+    }
+
+    /// Interleaved rounds: in each round every flow runs alone in turn (go,
+    /// wait `settle`, count for `window` seconds, pause), so that whatever
+    /// drifts during the run (the machine's other load, CPU clocks) touches
+    /// every flow alike. Returns each flow's rates, one per round; stops
+    /// every flow at the end. Flows must be ready.
+    static func rounds(_ flows: [FlowHandle], count: Int, settle: Double, window: Double) throws -> [[FlowRate]] {
+        var rates = [[FlowRate]](repeating: [], count: flows.count)
+        do {
+            for _ in 0..<max(1, count) {
+                for (i, f) in flows.enumerated() {
+                    f.control.command = .go
+                    try sleep(settle, watching: [f])
+                    let a = try sample([f])[0]
+                    try sleep(window, watching: [f])
+                    let b = try sample([f])[0]
+                    try f.pause()
+                    rates[i].append(FlowRate(from: a, to: b))
+                }
+            }
+            try finish(flows)
+            return rates
+        } catch {
+            try? finish(flows)
+            throw error
+        }
     }
 
     /// go, wait `settle`, count for `window` seconds, stop: each flow's rate
