@@ -53,6 +53,11 @@ struct FlowShape: Equatable {
     /// that on a machine with few cores it does not hold the core the
     /// router needs to make progress.
     var yieldWhenIdle = true
+    /// Instead of yielding, sleep this long when idle (0: yield). For
+    /// flooders with queues deep enough to keep the router busy while they
+    /// sleep: they then leave the cores to the router, and the CPU
+    /// scheduler's favour does not decide their share.
+    var idleSleepMicros = 0
 
     var effectiveSlots: Int { slots > 0 ? slots : window }
     var effectiveStride: Int { slotStride > 0 ? slotStride : messageBytes }
@@ -61,7 +66,8 @@ struct FlowShape: Equatable {
     var encoded: String {
         ["ops=" + ops.map(\.rawValue).joined(separator: "+"), "qps=\(qpPairs)", "bytes=\(messageBytes)",
          "window=\(window)", "signal=\(signalEvery)", "regions=\(targetRegions)", "slots=\(slots)",
-         "stride=\(slotStride)", "random=\(randomSlots ? 1 : 0)", "yield=\(yieldWhenIdle ? 1 : 0)"].joined(separator: ",")
+         "stride=\(slotStride)", "random=\(randomSlots ? 1 : 0)", "yield=\(yieldWhenIdle ? 1 : 0)",
+         "sleep=\(idleSleepMicros)"].joined(separator: ",")
     }
 
     init(ops: [FlowOp], qpPairs: Int = 1, messageBytes: Int, window: Int, signalEvery: Int = 1) {
@@ -95,6 +101,7 @@ struct FlowShape: Equatable {
         slotStride = try int("stride")
         randomSlots = try int("random") != 0
         yieldWhenIdle = try int("yield") != 0
+        idleSleepMicros = try int("sleep")
     }
 }
 
@@ -373,7 +380,11 @@ final class FlowDriver {
                 watch.progressed()
             } else {
                 try watch.idle(waitingFor: "completions of a \(shape.encoded) flow")
-                if shape.yieldWhenIdle { sched_yield() }
+                if shape.idleSleepMicros > 0 {
+                    usleep(useconds_t(shape.idleSleepMicros))
+                } else if shape.yieldWhenIdle {
+                    sched_yield()
+                }
             }
             turn &+= 1
             if !stopping && turn & 63 == 0 && control.command != .go {

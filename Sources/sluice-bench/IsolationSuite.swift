@@ -32,8 +32,16 @@ struct IsolationPlans {
     var victimStream: WindowPlan
     var noisySettleSeconds: Double
     var noisyQPs: Int
-    var noisyWindow: Int
-    var noisyLimit: UInt64
+    /// Noisy and fair-share flooders: requests in flight per QP, one in
+    /// `floodSignalEvery` signaled, and how long a flooder sleeps when all
+    /// its queues are full. Queues this deep hold milliseconds of the
+    /// router's work, so a flooder the CPU scheduler leaves waiting still
+    /// has work queued, and the router, not the scheduler, decides shares.
+    var floodWindow: Int
+    var floodSignalEvery: Int
+    var floodSleepMicros: Int
+    /// One variant per limit: both noisy tenants held to that many operations a second.
+    var noisyLimits: [UInt64]
     /// Issue 6, fairness and overhead.
     var fairness: WindowPlan
     var fairQPs: Int
@@ -51,7 +59,7 @@ struct IsolationPlans {
         shapingBurstSeconds: 0.01,
         victimLatency: LatencyPlan(warmup: 500, iterations: 20_000, maxSeconds: 0.5, maxWarmupSeconds: 0.1),
         victimStream: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.5),
-        noisySettleSeconds: 0.2, noisyQPs: 8, noisyWindow: 128, noisyLimit: 1_000_000,
+        noisySettleSeconds: 0.2, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 50, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
         fairQPs: 4,
         overhead: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.25), overheadRounds: 3)
@@ -65,7 +73,7 @@ struct IsolationPlans {
         shapingBurstSeconds: 0.01,
         victimLatency: LatencyPlan(warmup: 5_000, iterations: 100_000, maxSeconds: 3, maxWarmupSeconds: 0.5),
         victimStream: WindowPlan(settleSeconds: 0.5, windowSeconds: 3),
-        noisySettleSeconds: 0.5, noisyQPs: 8, noisyWindow: 128, noisyLimit: 1_000_000,
+        noisySettleSeconds: 0.5, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 50, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 1, windowSeconds: 5),
         fairQPs: 4,
         overhead: WindowPlan(settleSeconds: 0.3, windowSeconds: 1), overheadRounds: 7)
@@ -94,7 +102,10 @@ final class IsolationSuite {
     static let high = "high"
     static let victim = "victim"
     static let noisy = ["noisy-a", "noisy-b"]
-    static let noisyLimited = ["noisy-a-lim", "noisy-b-lim"]
+    static func noisyLimited(_ limit: UInt64) -> [String] {
+        let rate = BenchTenant.operations(limit).replacingOccurrences(of: "/s", with: "").lowercased()
+        return noisy.map { "\($0)-\(rate)" }
+    }
     static let fair = ["fair-a", "fair-b", "fair-c"]
 
     static func bandwidthTenant(_ bits: UInt64) -> String { "bw-\(BenchTenant.bandwidth(bits).replacingOccurrences(of: "bit/s", with: "").lowercased())" }
@@ -107,7 +118,9 @@ final class IsolationSuite {
                     BenchTenant(name: Self.high, bitsPerSecond: 1_000_000_000_000, operationsPerSecond: 1_000_000_000),
                     BenchTenant(name: Self.victim)]
         list += Self.noisy.map { BenchTenant(name: $0) }
-        list += Self.noisyLimited.map { BenchTenant(name: $0, operationsPerSecond: plans.noisyLimit) }
+        for limit in plans.noisyLimits {
+            list += Self.noisyLimited(limit).map { BenchTenant(name: $0, operationsPerSecond: limit) }
+        }
         list += Self.fair.map { BenchTenant(name: $0) }
         let bits = Set(plans.bandwidthPoints.flatMap(\.1)).sorted()
         let ops = Set(plans.operationPoints.flatMap(\.1)).sorted()
@@ -414,17 +427,29 @@ final class IsolationSuite {
         let stream: FlowRate
         /// Each noisy tenant's rate while the victim ran; empty alone.
         let noisy: [FlowRate]
+        /// The router's CPU time while the victim ran, in % of one core.
+        let routerCPU: Double?
     }
 
-    private func victimRun() throws -> (LatencySummary, FlowRate) {
+    private func victimRun(noisy: [FlowHandle] = []) throws -> VictimRun {
+        let a = try Flows.sample(noisy)
+        let cpu0 = ProcessCPU.nanos(pid: router.pid)
+        let t0 = monotonicNanos()
         let (latency, _) = try SluiceMeasurements.sendPingPong(socket: router.socket(for: Self.victim), plan: plans.victimLatency,
                                                                yieldWhenIdle: true)
         let (stream, _) = try runFlow(router, Self.victim, FlowShape(ops: [.write], messageBytes: 64 << 10, window: 16), plans.victimStream)
-        return (latency, stream)
+        let cpu1 = ProcessCPU.nanos(pid: router.pid)
+        let t1 = monotonicNanos()
+        let b = try Flows.sample(noisy)
+        let cpu = cpu0.flatMap { c0 in cpu1.flatMap { Stats.ratio(Double($0 &- c0) * 100, Double(t1 &- t0)) } }
+        return VictimRun(latency: latency, stream: stream, noisy: zip(a, b).map { FlowRate(from: $0, to: $1) }, routerCPU: cpu)
     }
 
     private var noisyShape: FlowShape {
-        FlowShape(ops: [.write, .read], qpPairs: plans.noisyQPs, messageBytes: 8, window: plans.noisyWindow, signalEvery: 16)
+        var s = FlowShape(ops: [.write, .read], qpPairs: plans.noisyQPs, messageBytes: 8, window: plans.floodWindow,
+                          signalEvery: plans.floodSignalEvery)
+        s.idleSleepMicros = plans.floodSleepMicros
+        return s
     }
 
     private func victimBesideNoise(_ noisyTenants: [String]) throws -> VictimRun {
@@ -434,11 +459,9 @@ final class IsolationSuite {
             for f in flows { try f.waitReady(timeoutSeconds: 60) }
             Flows.go(flows)
             try Flows.sleep(plans.noisySettleSeconds, watching: flows)
-            let a = try Flows.sample(flows)
-            let (latency, stream) = try victimRun()
-            let b = try Flows.sample(flows)
+            let run = try victimRun(noisy: flows)
             try Flows.finish(flows)
-            return VictimRun(latency: latency, stream: stream, noisy: zip(a, b).map { FlowRate(from: $0, to: $1) })
+            return run
         } catch {
             try? Flows.finish(flows)
             throw error
@@ -447,19 +470,22 @@ final class IsolationSuite {
 
     func isolation() -> Table {
         var table = Table(title: "Isolation: victim beside two noisy tenants",
-                          columns: ["p50 µs", "p99 µs", "p99 x solo", "GB/s", "GB/s x solo", "noisy Kops/s"])
+                          columns: ["p50 µs", "p99 µs", "p99 x solo", "GB/s", "GB/s x solo", "noisy Kops/s", "router CPU %"])
         let alone = measure("victim alone", on: router) { try victimRun() }
         var solo: (LatencySummary, FlowRate)?
+        func cpu(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "-" }
         switch alone {
-        case .success(let (l, s)):
+        case .success(let v):
+            let (l, s) = (v.latency, v.stream)
             solo = (l, s)
-            table.add("victim alone", [Format.micros(l.p50), Format.micros(l.p99), "1.00", Format.gbps(s.gigabytesPerSecond), "1.00", "-"])
-            figures += victimFigures("sluice-victim-alone", l, s, solo: nil, noisy: [])
+            table.add("victim alone", [Format.micros(l.p50), Format.micros(l.p99), "1.00", Format.gbps(s.gigabytesPerSecond), "1.00", "-",
+                                       cpu(v.routerCPU)])
+            figures += victimFigures("sluice-victim-alone", l, s, solo: nil, noisy: [], routerCPU: v.routerCPU)
         case .failure(let e):
             table.addFailure("victim alone", Self.firstLine(e))
         }
-        let variants = [(Self.noisy, "no limits", "sluice-victim-noisy-unlimited"),
-                        (Self.noisyLimited, "\(BenchTenant.operations(plans.noisyLimit)) each", "sluice-victim-noisy-limited")]
+        let variants = [(Self.noisy, "no limits", "sluice-victim-noisy-unlimited")]
+            + plans.noisyLimits.map { (Self.noisyLimited($0), "\(BenchTenant.operations($0)) each", "sluice-victim-noisy-\($0)ops") }
         for (tenants, what, system) in variants {
             let label = "victim + 2 noisy, \(what)"
             switch measure("victim beside 2 noisy tenants, \(what)", on: router, { try victimBesideNoise(tenants) }) {
@@ -468,22 +494,24 @@ final class IsolationSuite {
                 let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
                 let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
                 table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
-                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy])
-                figures += victimFigures(system, v.latency, v.stream, solo: solo, noisy: v.noisy)
+                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
+                figures += victimFigures(system, v.latency, v.stream, solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
             case .failure(let e):
                 table.addFailure(label, Self.firstLine(e))
             }
         }
         table.addNote("victim: 8 B SEND ping-pong round trip (two sessions, pollers yield when idle), then a 64 KiB WRITE stream (16 in flight), tenant \(Self.victim), no rateLimits")
-        table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.noisyWindow) in flight per QP, 1 in 16 signaled; Kops/s: each one's rate while the victim ran")
-        table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone")
-        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; every flooder yields its core when it finds nothing to do")
+        table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled; Kops/s: each one's rate while the victim ran")
+        table.addNote("N/s each: both noisy tenants' policies set rateLimits.tenant.operations to N (burst: the default, 0.1 s)")
+        table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone; router CPU %: of one core, while the victim ran")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs when their queues are full")
         return table
     }
 
     private func victimFigures(_ system: String, _ l: LatencySummary, _ s: FlowRate,
-                               solo: (LatencySummary, FlowRate)?, noisy: [FlowRate]) -> [Figure] {
+                               solo: (LatencySummary, FlowRate)?, noisy: [FlowRate], routerCPU: Double?) -> [Figure] {
         var f = [
+            Figure(metric: "victim_router_cpu", system: system, size: 8, value: routerCPU ?? .nan, unit: "% of a core"),
             Figure(metric: "victim_rtt_p50", system: system, size: 8, value: l.p50, unit: "us"),
             Figure(metric: "victim_rtt_p99", system: system, size: 8, value: l.p99, unit: "us"),
             Figure(metric: "victim_stream", system: system, size: 64 << 10, value: s.gigabytesPerSecond, unit: "GB/s"),
@@ -536,7 +564,9 @@ final class IsolationSuite {
     func fairness() -> Table {
         let plan = plans.fairness
         var table = Table(title: "Fairness: three equal tenants saturating the router", columns: ["ops/s", "share %", "CPU %", "ops"])
-        let shape = FlowShape(ops: [.write], qpPairs: plans.fairQPs, messageBytes: 8, window: 64, signalEvery: 16)
+        var shape = FlowShape(ops: [.write], qpPairs: plans.fairQPs, messageBytes: 8, window: plans.floodWindow,
+                              signalEvery: plans.floodSignalEvery)
+        shape.idleSleepMicros = plans.floodSleepMicros
         let run = measure("fairness, 3 tenants", on: router) { () -> Window in
             var flows: [WorkerFlow] = []
             do {
@@ -569,9 +599,9 @@ final class IsolationSuite {
         case .failure(let e):
             table.addFailure("three tenants", Self.firstLine(e))
         }
-        table.addNote("each tenant its own process: 8 B WRITEs on \(plans.fairQPs) QPs, 64 in flight per QP, 1 in 16 signaled, no rateLimits (weight 1); counted over \(plan.windowSeconds) s after \(plan.settleSeconds) s")
+        table.addNote("each tenant its own process: 8 B WRITEs on \(plans.fairQPs) QPs, \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled, no rateLimits (weight 1); counted over \(plan.windowSeconds) s after \(plan.settleSeconds) s")
         table.addNote("CPU %: of one core, user + system, over the same window (/proc/<pid>/stat)")
-        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller and three flooding processes share them (flooders yield when idle), so the CPU scheduler's share is part of the figure")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller and three flooding processes share them; a flooder whose queues are full sleeps \(plans.floodSleepMicros) µs, its queues holding the router's work meanwhile")
         return table
     }
 
