@@ -66,7 +66,7 @@ struct IsolationPlans {
 
     static let full = IsolationPlans(
         keys: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
-        keyRegions: [1, 10, 10_000], keySlots: 10_000, keyRounds: 5,
+        keyRegions: [1, 10, 1_000, 10_000], keySlots: 10_000, keyRounds: 5,
         shaping: WindowPlan(settleSeconds: 0.5, windowSeconds: 2),
         bandwidthPoints: FlowOp.allCases.map { ($0, [1, 4, 16].map { $0 * 1_000_000_000 }) },
         operationPoints: FlowOp.allCases.map { ($0, [100_000, 1_000_000, 4_000_000]) },
