@@ -400,9 +400,20 @@ final class FlowDriver {
         pairs = []
     }
 
-    /// Releases, reporting the first verb that fails.
+    /// Releases, reporting the first verb that fails. First checks that
+    /// sequential WRITE flows left the target holding what the initiator
+    /// sent (slot k of the target is written from slot k of the source),
+    /// so a data path that completes without copying cannot pass.
     func close() throws {
         defer { release() }
+        let s = shape
+        if s.targetRegions == 0 && !s.randomSlots && s.effectiveSlots == s.window && s.effectiveStride == s.messageBytes {
+            for p in pairs where p.op == .write && p.completed >= s.window {
+                if memcmp(p.initiator.buffer, p.target.buffer, s.window * s.messageBytes) != 0 {
+                    throw BenchFailure("every RDMA WRITE of a \(s.encoded) flow completed, but the target does not hold the written bytes")
+                }
+            }
+        }
         for e in opened.reversed() { try e.release() }
     }
 }
