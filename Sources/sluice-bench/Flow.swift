@@ -572,11 +572,19 @@ enum Flows {
     /// Interleaved rounds: in each round every flow runs alone in turn (go,
     /// wait `settle`, count for `window` seconds, pause), so that whatever
     /// drifts during the run (the machine's other load, CPU clocks) touches
-    /// every flow alike. Returns each flow's rates, one per round; stops
+    /// every flow alike, after a first round that only warms up (each flow
+    /// runs for `settle`). Returns each flow's rates, one per round; stops
     /// every flow at the end. Flows must be ready.
     static func rounds(_ flows: [FlowHandle], count: Int, settle: Double, window: Double) throws -> [[FlowRate]] {
         var rates = [[FlowRate]](repeating: [], count: flows.count)
         do {
+            // A round that counts nothing first: the router is still writing
+            // the audit records of the set-up, and pages are still cold.
+            for f in flows {
+                f.control.command = .go
+                try sleep(settle, watching: [f])
+                try f.pause()
+            }
             for _ in 0..<max(1, count) {
                 for (i, f) in flows.enumerated() {
                     f.control.command = .go

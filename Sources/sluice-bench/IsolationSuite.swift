@@ -49,8 +49,8 @@ struct IsolationPlans {
     var overheadRounds: Int
 
     static let quick = IsolationPlans(
-        keys: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.25),
-        keyRegions: [1, 10, 10_000], keySlots: 10_000, keyRounds: 2,
+        keys: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2),
+        keyRegions: [1, 10, 10_000], keySlots: 10_000, keyRounds: 3,
         shaping: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5),
         // Quick: every rate for WRITE; SEND and READ at the lowest rate,
         // the one most likely to be within reach of any machine.
@@ -62,7 +62,7 @@ struct IsolationPlans {
         noisySettleSeconds: 0.2, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 50, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
         fairQPs: 4,
-        overhead: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.25), overheadRounds: 3)
+        overhead: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2), overheadRounds: 5)
 
     static let full = IsolationPlans(
         keys: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
@@ -319,7 +319,7 @@ final class IsolationSuite {
         }
         table.addNote("tenant \(Self.open) (no rateLimits), one QP pair per row, 64 in flight, 1 in 16 signaled; each WRITE to a random one of \(Format.grouped(slots)) pages (\((slots * 4096) >> 20) MiB), same order in every row")
         table.addNote("the pages are split into N equal regions and nothing else is registered at the target; a WRITE carries its page's region's rkey")
-        table.addNote("\(plans.keyRounds) rounds, rows in turn within each (\(plan.windowSeconds) s counted after \(plan.settleSeconds) s); ops/s: the median round; spread: (max - min) / median of the rounds")
+        table.addNote("a warm-up round, then \(plans.keyRounds) rounds, rows in turn within each (\(plan.windowSeconds) s counted after \(plan.settleSeconds) s); ops/s: the median round; spread: (max - min) / median of the rounds")
         table.addNote("setup ms: opening both sessions, connecting, and registering the N regions (one router round trip each)")
         if routerOff != nil {
             table.addNote("policy+shaping off: a second router with \(Self.noEnforcementFlag), which skips the policy check and shaping but still translates keys and checks bounds and access")
@@ -642,7 +642,7 @@ final class IsolationSuite {
                 table.addFailure(labels[i], Self.firstLine(e))
             }
         }
-        table.addNote("64 in flight, 1 in 16 signaled; \(plans.overheadRounds) rounds, rows in turn within each (\(plan.windowSeconds) s counted after \(plan.settleSeconds) s); ops/s: the median round; spread: (max - min) / median")
+        table.addNote("64 in flight, 1 in 16 signaled; a warm-up round, then \(plans.overheadRounds) rounds, rows in turn within each (\(plan.windowSeconds) s counted after \(plan.settleSeconds) s); ops/s: the median round; spread: (max - min) / median")
         if routerOff == nil {
             table.addNote("TODO: no enforcement-off row: this sluice-router has no \(Self.noEnforcementFlag) flag")
         } else {
