@@ -40,6 +40,9 @@ final class WorkerFlow: FlowHandle {
 
     func exitReason() -> String? { reap(blocking: false) }
 
+    /// CPU time the worker has used so far (user + system), in ns.
+    func cpuNanos() -> UInt64? { ProcessCPU.nanos(pid: pid) }
+
     private func reap(blocking: Bool) -> String? {
         if let endedWith { return endedWith }
         var status: Int32 = 0
@@ -99,5 +102,19 @@ final class WorkerFlow: FlowHandle {
             if control.status != .failed { control.fail("\(error)") }
             return 1
         }
+    }
+}
+
+/// CPU time of a process from /proc/<pid>/stat (utime + stime, fields 14
+/// and 15, in clock ticks).
+enum ProcessCPU {
+    static func nanos(pid: pid_t) -> UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        // Fields after the command name (which may hold spaces), from field 3.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { return nil }
+        let hz = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
+        return (user + system) * 1_000_000_000 / hz
     }
 }

@@ -53,6 +53,11 @@ struct FlowShape: Equatable {
     /// that on a machine with few cores it does not hold the core the
     /// router needs to make progress.
     var yieldWhenIdle = true
+    /// Instead of yielding, sleep this long when idle (0: yield). For
+    /// flooders with queues deep enough to keep the router busy while they
+    /// sleep: they then leave the cores to the router, and the CPU
+    /// scheduler's favour does not decide their share.
+    var idleSleepMicros = 0
 
     var effectiveSlots: Int { slots > 0 ? slots : window }
     var effectiveStride: Int { slotStride > 0 ? slotStride : messageBytes }
@@ -61,7 +66,8 @@ struct FlowShape: Equatable {
     var encoded: String {
         ["ops=" + ops.map(\.rawValue).joined(separator: "+"), "qps=\(qpPairs)", "bytes=\(messageBytes)",
          "window=\(window)", "signal=\(signalEvery)", "regions=\(targetRegions)", "slots=\(slots)",
-         "stride=\(slotStride)", "random=\(randomSlots ? 1 : 0)", "yield=\(yieldWhenIdle ? 1 : 0)"].joined(separator: ",")
+         "stride=\(slotStride)", "random=\(randomSlots ? 1 : 0)", "yield=\(yieldWhenIdle ? 1 : 0)",
+         "sleep=\(idleSleepMicros)"].joined(separator: ",")
     }
 
     init(ops: [FlowOp], qpPairs: Int = 1, messageBytes: Int, window: Int, signalEvery: Int = 1) {
@@ -95,6 +101,7 @@ struct FlowShape: Equatable {
         slotStride = try int("stride")
         randomSlots = try int("random") != 0
         yieldWhenIdle = try int("yield") != 0
+        idleSleepMicros = try int("sleep")
     }
 }
 
@@ -129,8 +136,10 @@ struct FlowRate {
 /// to coordinator), completion counters the flow adds to, and room for the
 /// flow's error message. A worker process maps the same file.
 final class FlowControl {
-    enum Command: UInt32 { case none = 0, go = 1, stop = 2 }
-    enum Status: UInt32 { case settingUp = 0, ready = 1, running = 2, done = 3, failed = 4 }
+    /// go starts (or resumes) the flood; pause drains it and waits for go
+    /// or stop; stop drains it and ends the flow.
+    enum Command: UInt32 { case none = 0, go = 1, stop = 2, pause = 3 }
+    enum Status: UInt32 { case settingUp = 0, ready = 1, running = 2, done = 3, failed = 4, paused = 5 }
 
     static let size = 4096
     private static let messageOffset = 256
@@ -310,10 +319,23 @@ final class FlowDriver {
                     remoteAddresses: addresses, rkeys: rkeys)
     }
 
-    /// Floods until the control page says stop, then drains: each QP posts
-    /// up to its next signaled request and waits for everything it posted,
-    /// so that no request is left in flight when the QPs are destroyed.
+    /// Floods until the control page says pause or stop, then drains: each
+    /// QP posts up to its next signaled request and waits for everything it
+    /// posted, so that no request is left in flight when the QPs are
+    /// destroyed. Paused, it waits for go (flood again) or stop.
     func run(_ control: FlowControl) throws {
+        while true {
+            try flood(control)
+            if control.command == .stop { return }
+            control.status = .paused
+            while control.command == .pause { usleep(100) }
+            if control.command != .go { return }
+            for p in pairs { p.stopAt = Int.max }
+            control.status = .running
+        }
+    }
+
+    private func flood(_ control: FlowControl) throws {
         let window = shape.window, every = max(1, shape.signalEvery), size = shape.messageBytes
         var watch = StallWatch()
         var stopping = false
@@ -358,10 +380,14 @@ final class FlowDriver {
                 watch.progressed()
             } else {
                 try watch.idle(waitingFor: "completions of a \(shape.encoded) flow")
-                if shape.yieldWhenIdle { sched_yield() }
+                if shape.idleSleepMicros > 0 {
+                    usleep(useconds_t(shape.idleSleepMicros))
+                } else if shape.yieldWhenIdle {
+                    sched_yield()
+                }
             }
             turn &+= 1
-            if !stopping && turn & 63 == 0 && control.command == .stop {
+            if !stopping && turn & 63 == 0 && control.command != .go {
                 stopping = true
                 for p in pairs { p.stopAt = (p.posted + every - 1) / every * every }
             }
@@ -374,9 +400,20 @@ final class FlowDriver {
         pairs = []
     }
 
-    /// Releases, reporting the first verb that fails.
+    /// Releases, reporting the first verb that fails. First checks that
+    /// sequential WRITE flows left the target holding what the initiator
+    /// sent (slot k of the target is written from slot k of the source),
+    /// so a data path that completes without copying cannot pass.
     func close() throws {
         defer { release() }
+        let s = shape
+        if s.targetRegions == 0 && !s.randomSlots && s.effectiveSlots == s.window && s.effectiveStride == s.messageBytes {
+            for p in pairs where p.op == .write && p.completed >= s.window {
+                if memcmp(p.initiator.buffer, p.target.buffer, s.window * s.messageBytes) != 0 {
+                    throw BenchFailure("every RDMA WRITE of a \(s.encoded) flow completed, but the target does not hold the written bytes")
+                }
+            }
+        }
         for e in opened.reversed() { try e.release() }
     }
 }
@@ -415,6 +452,17 @@ extension FlowHandle {
     func checkRunning() throws {
         if control.status == .failed { throw BenchFailure("\(name): \(control.failureMessage)") }
         if let how = exitReason() { throw BenchFailure("\(name) ended while flooding (\(how)): \(control.failureMessage)") }
+    }
+
+    /// Tells it to pause and waits until it has drained.
+    func pause() throws {
+        control.command = .pause
+        let deadline = monotonicNanos() + 20_000_000_000
+        while control.status != .paused {
+            try checkRunning()
+            if monotonicNanos() > deadline { throw BenchFailure("\(name) did not drain within 20 s of pause") }
+            usleep(200)
+        }
     }
 
     /// Tells it to stop, then waits for it.
@@ -519,6 +567,41 @@ enum Flows {
             do { try f.join() } catch { if first == nil { first = error } }
         }
         if let first { throw first }
+    }
+
+    /// Interleaved rounds: in each round every flow runs alone in turn (go,
+    /// wait `settle`, count for `window` seconds, pause), so that whatever
+    /// drifts during the run (the machine's other load, CPU clocks) touches
+    /// every flow alike, after a first round that only warms up (each flow
+    /// runs for `settle`). Returns each flow's rates, one per round; stops
+    /// every flow at the end. Flows must be ready.
+    static func rounds(_ flows: [FlowHandle], count: Int, settle: Double, window: Double) throws -> [[FlowRate]] {
+        var rates = [[FlowRate]](repeating: [], count: flows.count)
+        do {
+            // A round that counts nothing first: the router is still writing
+            // the audit records of the set-up, and pages are still cold.
+            for f in flows {
+                f.control.command = .go
+                try sleep(settle, watching: [f])
+                try f.pause()
+            }
+            for _ in 0..<max(1, count) {
+                for (i, f) in flows.enumerated() {
+                    f.control.command = .go
+                    try sleep(settle, watching: [f])
+                    let a = try sample([f])[0]
+                    try sleep(window, watching: [f])
+                    let b = try sample([f])[0]
+                    try f.pause()
+                    rates[i].append(FlowRate(from: a, to: b))
+                }
+            }
+            try finish(flows)
+            return rates
+        } catch {
+            try? finish(flows)
+            throw error
+        }
     }
 
     /// go, wait `settle`, count for `window` seconds, stop: each flow's rate

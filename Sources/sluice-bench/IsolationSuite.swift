@@ -19,6 +19,7 @@ struct IsolationPlans {
     var keys: WindowPlan
     var keyRegions: [Int]
     var keySlots: Int
+    var keyRounds: Int
     /// Issue 6, accuracy: the rates to configure, per operation.
     var shaping: WindowPlan
     var bandwidthPoints: [(FlowOp, [UInt64])]
@@ -31,8 +32,16 @@ struct IsolationPlans {
     var victimStream: WindowPlan
     var noisySettleSeconds: Double
     var noisyQPs: Int
-    var noisyWindow: Int
-    var noisyLimit: UInt64
+    /// Noisy and fair-share flooders: requests in flight per QP, one in
+    /// `floodSignalEvery` signaled, and how long a flooder sleeps when all
+    /// its queues are full. Queues this deep hold milliseconds of the
+    /// router's work, so a flooder the CPU scheduler leaves waiting still
+    /// has work queued, and the router, not the scheduler, decides shares.
+    var floodWindow: Int
+    var floodSignalEvery: Int
+    var floodSleepMicros: Int
+    /// One variant per limit: both noisy tenants held to that many operations a second.
+    var noisyLimits: [UInt64]
     /// Issue 6, fairness and overhead.
     var fairness: WindowPlan
     var fairQPs: Int
@@ -40,8 +49,8 @@ struct IsolationPlans {
     var overheadRounds: Int
 
     static let quick = IsolationPlans(
-        keys: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5),
-        keyRegions: [1, 10, 10_000], keySlots: 10_000,
+        keys: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2),
+        keyRegions: [1, 10, 10_000], keySlots: 10_000, keyRounds: 3,
         shaping: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5),
         // Quick: every rate for WRITE; SEND and READ at the lowest rate,
         // the one most likely to be within reach of any machine.
@@ -50,24 +59,24 @@ struct IsolationPlans {
         shapingBurstSeconds: 0.01,
         victimLatency: LatencyPlan(warmup: 500, iterations: 20_000, maxSeconds: 0.5, maxWarmupSeconds: 0.1),
         victimStream: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.5),
-        noisySettleSeconds: 0.2, noisyQPs: 8, noisyWindow: 128, noisyLimit: 1_000_000,
+        noisySettleSeconds: 0.2, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 50, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
         fairQPs: 4,
-        overhead: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5), overheadRounds: 1)
+        overhead: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2), overheadRounds: 5)
 
     static let full = IsolationPlans(
-        keys: WindowPlan(settleSeconds: 0.5, windowSeconds: 2),
-        keyRegions: [1, 10, 10_000], keySlots: 10_000,
+        keys: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
+        keyRegions: [1, 10, 1_000, 10_000], keySlots: 10_000, keyRounds: 5,
         shaping: WindowPlan(settleSeconds: 0.5, windowSeconds: 2),
         bandwidthPoints: FlowOp.allCases.map { ($0, [1, 4, 16].map { $0 * 1_000_000_000 }) },
         operationPoints: FlowOp.allCases.map { ($0, [100_000, 1_000_000, 4_000_000]) },
         shapingBurstSeconds: 0.01,
         victimLatency: LatencyPlan(warmup: 5_000, iterations: 100_000, maxSeconds: 3, maxWarmupSeconds: 0.5),
         victimStream: WindowPlan(settleSeconds: 0.5, windowSeconds: 3),
-        noisySettleSeconds: 0.5, noisyQPs: 8, noisyWindow: 128, noisyLimit: 1_000_000,
+        noisySettleSeconds: 0.5, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 50, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 1, windowSeconds: 5),
         fairQPs: 4,
-        overhead: WindowPlan(settleSeconds: 0.5, windowSeconds: 2), overheadRounds: 3)
+        overhead: WindowPlan(settleSeconds: 0.3, windowSeconds: 1), overheadRounds: 7)
 }
 
 /// The tables that need tenants with rate limits of their own: key
@@ -93,7 +102,10 @@ final class IsolationSuite {
     static let high = "high"
     static let victim = "victim"
     static let noisy = ["noisy-a", "noisy-b"]
-    static let noisyLimited = ["noisy-a-lim", "noisy-b-lim"]
+    static func noisyLimited(_ limit: UInt64) -> [String] {
+        let rate = BenchTenant.operations(limit).replacingOccurrences(of: "/s", with: "").lowercased()
+        return noisy.map { "\($0)-\(rate)" }
+    }
     static let fair = ["fair-a", "fair-b", "fair-c"]
 
     static func bandwidthTenant(_ bits: UInt64) -> String { "bw-\(BenchTenant.bandwidth(bits).replacingOccurrences(of: "bit/s", with: "").lowercased())" }
@@ -106,7 +118,9 @@ final class IsolationSuite {
                     BenchTenant(name: Self.high, bitsPerSecond: 1_000_000_000_000, operationsPerSecond: 1_000_000_000),
                     BenchTenant(name: Self.victim)]
         list += Self.noisy.map { BenchTenant(name: $0) }
-        list += Self.noisyLimited.map { BenchTenant(name: $0, operationsPerSecond: plans.noisyLimit) }
+        for limit in plans.noisyLimits {
+            list += Self.noisyLimited(limit).map { BenchTenant(name: $0, operationsPerSecond: limit) }
+        }
         list += Self.fair.map { BenchTenant(name: $0) }
         let bits = Set(plans.bandwidthPoints.flatMap(\.1)).sorted()
         let ops = Set(plans.operationPoints.flatMap(\.1)).sorted()
@@ -159,15 +173,23 @@ final class IsolationSuite {
 
     /// Runs one measurement against `on`; a failure becomes a row that says why.
     private func measure<T>(_ label: String, on r: RouterProcess, _ body: () throws -> T) -> Result<T, Error> {
-        if deadRouters.contains(r.runtimeDir) { return .failure(BenchFailure("not run: the router is gone")) }
+        measure(label, on: [r], body)
+    }
+
+    private func measure<T>(_ label: String, on routers: [RouterProcess], _ body: () throws -> T) -> Result<T, Error> {
+        if routers.contains(where: { deadRouters.contains($0.runtimeDir) }) {
+            return .failure(BenchFailure("not run: the router is gone"))
+        }
         progress("measuring \(label)")
         let result = Result { try body() }
         if case .failure(let e) = result { failures.append("\(label): \(e)") }
-        do {
-            try r.checkAlive()
-        } catch {
-            deadRouters.insert(r.runtimeDir)
-            failures.append("\(error)")
+        for r in routers {
+            do {
+                try r.checkAlive()
+            } catch {
+                deadRouters.insert(r.runtimeDir)
+                failures.append("\(error)")
+            }
         }
         return result
     }
@@ -203,6 +225,43 @@ final class IsolationSuite {
 
     // MARK: key translation (issue 5)
 
+    /// Sets up one flow per shape (in threads of this process, against
+    /// `r`), then runs them in interleaved rounds. Returns, per shape, the
+    /// rates of its rounds and how long its set-up took, or why it failed.
+    private func interleaved(_ runs: [(router: RouterProcess, tenant: String, shape: FlowShape)], _ plan: WindowPlan,
+                             rounds: Int, label: String) -> Result<[(rates: [FlowRate], setupNanos: UInt64)], Error> {
+        var routers: [RouterProcess] = []
+        for r in runs where !routers.contains(where: { $0 === r.router }) { routers.append(r.router) }
+        return measure(label, on: routers) {
+            var flows: [ThreadFlow] = []
+            var setups: [UInt64] = []
+            do {
+                // One at a time, so each set-up time is its own.
+                for run in runs {
+                    let t0 = monotonicNanos()
+                    let f = try thread(run.router, run.tenant, run.shape)
+                    flows.append(f)
+                    try f.waitReady(timeoutSeconds: 120)
+                    setups.append(monotonicNanos() &- t0)
+                }
+            } catch {
+                try? Flows.finish(flows)
+                throw error
+            }
+            let rates = try Flows.rounds(flows, count: rounds, settle: plan.settleSeconds, window: plan.windowSeconds)
+            return Array(zip(rates, setups))
+        }
+    }
+
+    /// The median round's rate, and the spread of the rounds around it:
+    /// (max - min) / median, in percent.
+    private static func medianAndSpread(_ rates: [FlowRate]) -> (median: Double, spread: Double?) {
+        let r = rates.map(\.operationsPerSecond)
+        let m = Stats.median(r) ?? 0
+        let spread = r.count > 1 ? Stats.ratio((r.max()! - r.min()!) * 100, m) : nil
+        return (m, spread)
+    }
+
     /// 8-byte WRITEs to random pages of the target, whose `keySlots` pages
     /// are covered by 1, 10 or 10,000 regions; each request carries the rkey
     /// of its page's region, so with many regions consecutive requests use
@@ -212,7 +271,7 @@ final class IsolationSuite {
         let plan = plans.keys
         let slots = plans.keySlots
         var table = Table(title: "Key translation: 8 B RDMA WRITE, random pages and rkeys",
-                          columns: ["ns/op", "ops/s", "vs 1 MR", "ops", "setup ms"])
+                          columns: ["ns/op", "ops/s", "vs 1 MR", "spread %", "setup ms"])
         func shape(_ regions: Int) -> FlowShape {
             var s = FlowShape(ops: [.write], messageBytes: 8, window: 64, signalEvery: 16)
             s.targetRegions = regions
@@ -221,37 +280,51 @@ final class IsolationSuite {
             s.randomSlots = true
             return s
         }
-        var routers: [(RouterProcess, String, String)] = [(router, "", "sluice-keys")]
-        if let off = routerOff { routers.append((off, ", enforcement off", "sluice-keys-no-enforcement")) }
-        for (r, suffix, system) in routers {
-            var baseline: Double?
+        // Every row is set up first, then all run in interleaved rounds,
+        // both routers' rows alike.
+        var rows: [(router: RouterProcess, regions: Int, label: String, system: String)] = []
+        for regions in plans.keyRegions {
+            rows.append((router, regions, "\(regions == 1 ? "1 MR" : "\(Format.grouped(regions)) MRs") at the target", "sluice-keys-\(regions)mr"))
+        }
+        if let off = routerOff {
             for regions in plans.keyRegions {
-                let label = "\(regions == 1 ? "1 MR" : "\(Format.grouped(regions)) MRs") at the target\(suffix)"
-                let run = measure("key translation, \(regions) MRs\(suffix)", on: r) { try runFlow(r, Self.open, shape(regions), plan) }
-                switch run {
-                case .success(let (rate, setup)):
-                    let ns = 1e9 / max(rate.operationsPerSecond, 1)
-                    if regions == 1 { baseline = rate.operationsPerSecond }
-                    let vs = baseline.flatMap { Stats.ratio(rate.operationsPerSecond, $0) }
-                    table.add(label, [Format.nanos(ns), Format.count(rate.operationsPerSecond), Format.ratio(vs),
-                                      Format.count(Double(rate.operations)), Format.count(Double(setup) / 1e6)])
-                    figures += [
-                        Figure(metric: "key_translation_ns", system: "\(system)-\(regions)mr", size: 8, value: ns, unit: "ns"),
-                        Figure(metric: "key_translation_rate", system: "\(system)-\(regions)mr", size: 8, value: rate.operationsPerSecond, unit: "ops/s"),
-                        Figure(metric: "key_translation_vs_1mr", system: "\(system)-\(regions)mr", size: 8, value: vs ?? .nan, unit: "ratio"),
-                        Figure(metric: "key_translation_setup", system: "\(system)-\(regions)mr", size: 8, value: Double(setup) / 1e6, unit: "ms"),
-                    ]
-                case .failure(let e):
-                    table.addFailure(label, Self.firstLine(e))
-                }
+                rows.append((off, regions, "\(regions == 1 ? "1 MR" : "\(Format.grouped(regions)) MRs"), policy+shaping off",
+                             "sluice-keys-no-enforcement-\(regions)mr"))
             }
         }
-        if routerOff == nil {
-            table.addNote("TODO: no rows without key translation and bounds checks: this sluice-router has no \(Self.noEnforcementFlag) flag")
+        let runs = interleaved(rows.map { ($0.router, Self.open, shape($0.regions)) }, plan, rounds: plans.keyRounds,
+                               label: "key translation at \(plans.keyRegions.map { Format.grouped($0) }.joined(separator: ", ")) MRs")
+        switch runs {
+        case .success(let results):
+            var base: [ObjectIdentifier: Double] = [:]
+            for (row, result) in zip(rows, results) where row.regions == 1 {
+                base[ObjectIdentifier(row.router)] = Self.medianAndSpread(result.rates).median
+            }
+            for (row, (rates, setup)) in zip(rows, results) {
+                let (m, spread) = Self.medianAndSpread(rates)
+                let ns = 1e9 / max(m, 1)
+                let vs = base[ObjectIdentifier(row.router)].flatMap { Stats.ratio(m, $0) }
+                table.add(row.label, [Format.nanos(ns), Format.count(m), Format.ratio(vs),
+                                      spread.map { String(format: "%.1f", $0) } ?? "-", Format.count(Double(setup) / 1e6)])
+                figures += [
+                    Figure(metric: "key_translation_ns", system: row.system, size: 8, value: ns, unit: "ns"),
+                    Figure(metric: "key_translation_rate", system: row.system, size: 8, value: m, unit: "ops/s"),
+                    Figure(metric: "key_translation_vs_1mr", system: row.system, size: 8, value: vs ?? .nan, unit: "ratio"),
+                    Figure(metric: "key_translation_spread", system: row.system, size: 8, value: spread ?? .nan, unit: "%"),
+                    Figure(metric: "key_translation_setup", system: row.system, size: 8, value: Double(setup) / 1e6, unit: "ms"),
+                ]
+            }
+        case .failure(let e):
+            for row in rows { table.addFailure(row.label, Self.firstLine(e)) }
         }
-        table.addNote("tenant \(Self.open) (no rateLimits), one QP pair, 64 in flight, 1 in 16 signaled; each WRITE to a random one of \(Format.grouped(slots)) pages (\((slots * 4096) >> 20) MiB), same order in every row")
+        table.addNote("tenant \(Self.open) (no rateLimits), one QP pair per row, 64 in flight, 1 in 16 signaled; each WRITE to a random one of \(Format.grouped(slots)) pages (\((slots * 4096) >> 20) MiB), same order in every row")
         table.addNote("the pages are split into N equal regions and nothing else is registered at the target; a WRITE carries its page's region's rkey")
-        table.addNote("setup: opening both sessions, connecting, and registering the N regions (one router round trip each)")
+        table.addNote("a warm-up round, then \(plans.keyRounds) rounds, rows in turn within each (\(plan.windowSeconds) s counted after \(plan.settleSeconds) s); ops/s: the median round; spread: (max - min) / median of the rounds")
+        table.addNote("setup ms: opening both sessions, connecting, and registering the N regions (one router round trip each)")
+        if routerOff != nil {
+            table.addNote("policy+shaping off: a second router with \(Self.noEnforcementFlag), which skips the policy check and shaping but still translates keys and checks bounds and access")
+        }
+        table.addNote("TODO: no rows without key translation: no router flag skips it (\(routerOff == nil ? "this sluice-router has no \(Self.noEnforcementFlag) at all" : "\(Self.noEnforcementFlag) keeps it"))")
         return table
     }
 
@@ -354,17 +427,29 @@ final class IsolationSuite {
         let stream: FlowRate
         /// Each noisy tenant's rate while the victim ran; empty alone.
         let noisy: [FlowRate]
+        /// The router's CPU time while the victim ran, in % of one core.
+        let routerCPU: Double?
     }
 
-    private func victimRun() throws -> (LatencySummary, FlowRate) {
+    private func victimRun(noisy: [FlowHandle] = []) throws -> VictimRun {
+        let a = try Flows.sample(noisy)
+        let cpu0 = ProcessCPU.nanos(pid: router.pid)
+        let t0 = monotonicNanos()
         let (latency, _) = try SluiceMeasurements.sendPingPong(socket: router.socket(for: Self.victim), plan: plans.victimLatency,
                                                                yieldWhenIdle: true)
         let (stream, _) = try runFlow(router, Self.victim, FlowShape(ops: [.write], messageBytes: 64 << 10, window: 16), plans.victimStream)
-        return (latency, stream)
+        let cpu1 = ProcessCPU.nanos(pid: router.pid)
+        let t1 = monotonicNanos()
+        let b = try Flows.sample(noisy)
+        let cpu = cpu0.flatMap { c0 in cpu1.flatMap { Stats.ratio(Double($0 &- c0) * 100, Double(t1 &- t0)) } }
+        return VictimRun(latency: latency, stream: stream, noisy: zip(a, b).map { FlowRate(from: $0, to: $1) }, routerCPU: cpu)
     }
 
     private var noisyShape: FlowShape {
-        FlowShape(ops: [.write, .read], qpPairs: plans.noisyQPs, messageBytes: 8, window: plans.noisyWindow, signalEvery: 16)
+        var s = FlowShape(ops: [.write, .read], qpPairs: plans.noisyQPs, messageBytes: 8, window: plans.floodWindow,
+                          signalEvery: plans.floodSignalEvery)
+        s.idleSleepMicros = plans.floodSleepMicros
+        return s
     }
 
     private func victimBesideNoise(_ noisyTenants: [String]) throws -> VictimRun {
@@ -374,11 +459,9 @@ final class IsolationSuite {
             for f in flows { try f.waitReady(timeoutSeconds: 60) }
             Flows.go(flows)
             try Flows.sleep(plans.noisySettleSeconds, watching: flows)
-            let a = try Flows.sample(flows)
-            let (latency, stream) = try victimRun()
-            let b = try Flows.sample(flows)
+            let run = try victimRun(noisy: flows)
             try Flows.finish(flows)
-            return VictimRun(latency: latency, stream: stream, noisy: zip(a, b).map { FlowRate(from: $0, to: $1) })
+            return run
         } catch {
             try? Flows.finish(flows)
             throw error
@@ -387,19 +470,22 @@ final class IsolationSuite {
 
     func isolation() -> Table {
         var table = Table(title: "Isolation: victim beside two noisy tenants",
-                          columns: ["p50 µs", "p99 µs", "p99 x solo", "GB/s", "GB/s x solo", "noisy Kops/s"])
+                          columns: ["p50 µs", "p99 µs", "p99 x solo", "GB/s", "GB/s x solo", "noisy Kops/s", "router CPU %"])
         let alone = measure("victim alone", on: router) { try victimRun() }
         var solo: (LatencySummary, FlowRate)?
+        func cpu(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "-" }
         switch alone {
-        case .success(let (l, s)):
+        case .success(let v):
+            let (l, s) = (v.latency, v.stream)
             solo = (l, s)
-            table.add("victim alone", [Format.micros(l.p50), Format.micros(l.p99), "1.00", Format.gbps(s.gigabytesPerSecond), "1.00", "-"])
-            figures += victimFigures("sluice-victim-alone", l, s, solo: nil, noisy: [])
+            table.add("victim alone", [Format.micros(l.p50), Format.micros(l.p99), "1.00", Format.gbps(s.gigabytesPerSecond), "1.00", "-",
+                                       cpu(v.routerCPU)])
+            figures += victimFigures("sluice-victim-alone", l, s, solo: nil, noisy: [], routerCPU: v.routerCPU)
         case .failure(let e):
             table.addFailure("victim alone", Self.firstLine(e))
         }
-        let variants = [(Self.noisy, "no limits", "sluice-victim-noisy-unlimited"),
-                        (Self.noisyLimited, "\(BenchTenant.operations(plans.noisyLimit)) each", "sluice-victim-noisy-limited")]
+        let variants = [(Self.noisy, "no limits", "sluice-victim-noisy-unlimited")]
+            + plans.noisyLimits.map { (Self.noisyLimited($0), "\(BenchTenant.operations($0)) each", "sluice-victim-noisy-\($0)ops") }
         for (tenants, what, system) in variants {
             let label = "victim + 2 noisy, \(what)"
             switch measure("victim beside 2 noisy tenants, \(what)", on: router, { try victimBesideNoise(tenants) }) {
@@ -408,22 +494,24 @@ final class IsolationSuite {
                 let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
                 let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
                 table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
-                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy])
-                figures += victimFigures(system, v.latency, v.stream, solo: solo, noisy: v.noisy)
+                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
+                figures += victimFigures(system, v.latency, v.stream, solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
             case .failure(let e):
                 table.addFailure(label, Self.firstLine(e))
             }
         }
         table.addNote("victim: 8 B SEND ping-pong round trip (two sessions, pollers yield when idle), then a 64 KiB WRITE stream (16 in flight), tenant \(Self.victim), no rateLimits")
-        table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.noisyWindow) in flight per QP, 1 in 16 signaled; Kops/s: each one's rate while the victim ran")
-        table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone")
-        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; every flooder yields its core when it finds nothing to do")
+        table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled; Kops/s: each one's rate while the victim ran")
+        table.addNote("N/s each: both noisy tenants' policies set rateLimits.tenant.operations to N (burst: the default, 0.1 s)")
+        table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone; router CPU %: of one core, while the victim ran")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs when their queues are full")
         return table
     }
 
     private func victimFigures(_ system: String, _ l: LatencySummary, _ s: FlowRate,
-                               solo: (LatencySummary, FlowRate)?, noisy: [FlowRate]) -> [Figure] {
+                               solo: (LatencySummary, FlowRate)?, noisy: [FlowRate], routerCPU: Double?) -> [Figure] {
         var f = [
+            Figure(metric: "victim_router_cpu", system: system, size: 8, value: routerCPU ?? .nan, unit: "% of a core"),
             Figure(metric: "victim_rtt_p50", system: system, size: 8, value: l.p50, unit: "us"),
             Figure(metric: "victim_rtt_p99", system: system, size: 8, value: l.p99, unit: "us"),
             Figure(metric: "victim_stream", system: system, size: 64 << 10, value: s.gigabytesPerSecond, unit: "GB/s"),
@@ -441,11 +529,45 @@ final class IsolationSuite {
 
     // MARK: fairness (issue 6)
 
+    /// Flows' rates and CPU use over one window: each worker's CPU time
+    /// and the router's, as a percentage of one core.
+    private struct Window {
+        let rates: [FlowRate]
+        let cpuPercent: [Double?]
+        let routerCPUPercent: Double?
+    }
+
+    private func window(_ flows: [WorkerFlow], settle: Double, seconds: Double) throws -> Window {
+        do {
+            Flows.go(flows)
+            try Flows.sleep(settle, watching: flows)
+            let cpu0 = flows.map { $0.cpuNanos() }, r0 = ProcessCPU.nanos(pid: router.pid)
+            let a = try Flows.sample(flows)
+            try Flows.sleep(seconds, watching: flows)
+            let b = try Flows.sample(flows)
+            let cpu1 = flows.map { $0.cpuNanos() }, r1 = ProcessCPU.nanos(pid: router.pid)
+            try Flows.finish(flows)
+            let rates = zip(a, b).map { FlowRate(from: $0, to: $1) }
+            func percent(_ x: UInt64?, _ y: UInt64?, _ nanos: UInt64) -> Double? {
+                guard let x, let y else { return nil }
+                return Stats.ratio(Double(y &- x) * 100, Double(nanos))
+            }
+            let nanos = rates.first?.nanos ?? 1
+            return Window(rates: rates, cpuPercent: zip(cpu0, cpu1).map { percent($0, $1, nanos) },
+                          routerCPUPercent: percent(r0, r1, nanos))
+        } catch {
+            try? Flows.finish(flows)
+            throw error
+        }
+    }
+
     func fairness() -> Table {
         let plan = plans.fairness
-        var table = Table(title: "Fairness: three equal tenants saturating the router", columns: ["ops/s", "share %", "ops"])
-        let shape = FlowShape(ops: [.write], qpPairs: plans.fairQPs, messageBytes: 8, window: 64, signalEvery: 16)
-        let run = measure("fairness, 3 tenants", on: router) { () -> [FlowRate] in
+        var table = Table(title: "Fairness: three equal tenants saturating the router", columns: ["ops/s", "share %", "CPU %", "ops"])
+        var shape = FlowShape(ops: [.write], qpPairs: plans.fairQPs, messageBytes: 8, window: plans.floodWindow,
+                              signalEvery: plans.floodSignalEvery)
+        shape.idleSleepMicros = plans.floodSleepMicros
+        let run = measure("fairness, 3 tenants", on: router) { () -> Window in
             var flows: [WorkerFlow] = []
             do {
                 for t in Self.fair { flows.append(try worker(t, shape)) }
@@ -454,26 +576,32 @@ final class IsolationSuite {
                 try? Flows.finish(flows)
                 throw error
             }
-            return try Flows.measure(flows, settle: plan.settleSeconds, window: plan.windowSeconds)
+            return try window(flows, settle: plan.settleSeconds, seconds: plan.windowSeconds)
         }
+        func cpu(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "-" }
         switch run {
-        case .success(let rates):
-            let shares = rates.map(\.operationsPerSecond)
+        case .success(let w):
+            let shares = w.rates.map(\.operationsPerSecond)
             let total = shares.reduce(0, +)
-            for (t, r) in zip(Self.fair, rates) {
+            for (i, (t, r)) in zip(Self.fair, w.rates).enumerated() {
                 let share = Stats.ratio(r.operationsPerSecond, total).map { $0 * 100 }
-                table.add(t, [Format.count(r.operationsPerSecond), share.map { String(format: "%.1f", $0) } ?? "-", Format.count(Double(r.operations))])
+                table.add(t, [Format.count(r.operationsPerSecond), share.map { String(format: "%.1f", $0) } ?? "-",
+                              cpu(w.cpuPercent[i]), Format.count(Double(r.operations))])
                 figures.append(Figure(metric: "fair_rate", system: "sluice-\(t)", size: 8, value: r.operationsPerSecond, unit: "ops/s"))
+                figures.append(Figure(metric: "fair_cpu", system: "sluice-\(t)", size: 8, value: w.cpuPercent[i] ?? .nan, unit: "% of a core"))
             }
-            table.add("all three", [Format.count(total), "100.0", Format.count(Double(rates.reduce(0) { $0 + $1.operations }))])
+            table.add("all three", [Format.count(total), "100.0", "-", Format.count(Double(w.rates.reduce(0) { $0 + $1.operations }))])
+            table.add("router", ["-", "-", cpu(w.routerCPUPercent), "-"])
             let jain = Stats.jainIndex(shares)
-            table.add("Jain's index (Σx)²/(n·Σx²)", [jain.map { String(format: "%.4f", $0) } ?? "-", "-", "-"])
+            table.add("Jain's index (Σx)²/(n·Σx²)", [jain.map { String(format: "%.4f", $0) } ?? "-", "-", "-", "-"])
             figures.append(Figure(metric: "fair_jain", system: "sluice-3-tenants", size: 8, value: jain ?? .nan, unit: "index"))
+            figures.append(Figure(metric: "fair_router_cpu", system: "sluice-3-tenants", size: 8, value: w.routerCPUPercent ?? .nan, unit: "% of a core"))
         case .failure(let e):
             table.addFailure("three tenants", Self.firstLine(e))
         }
-        table.addNote("each tenant its own process: 8 B WRITEs on \(plans.fairQPs) QPs, 64 in flight per QP, 1 in 16 signaled, no rateLimits; counted over \(plan.windowSeconds) s after \(plan.settleSeconds) s")
-        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller and three flooding processes share them (flooders yield when idle), so the CPU scheduler's share is part of the figure")
+        table.addNote("each tenant its own process: 8 B WRITEs on \(plans.fairQPs) QPs, \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled, no rateLimits (weight 1); counted over \(plan.windowSeconds) s after \(plan.settleSeconds) s")
+        table.addNote("CPU %: of one core, user + system, over the same window (/proc/<pid>/stat)")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller and three flooding processes share them; a flooder whose queues are full sleeps \(plans.floodSleepMicros) µs, its queues holding the router's work meanwhile")
         return table
     }
 
@@ -481,46 +609,45 @@ final class IsolationSuite {
 
     func overhead() -> Table {
         let plan = plans.overhead
-        var table = Table(title: "Overhead of rate limits: 8 B RDMA WRITE, one QP pair", columns: ["ns/op", "ops/s", "vs no limits", "runs"])
+        var table = Table(title: "Overhead of rate limits: 8 B RDMA WRITE, one QP pair",
+                          columns: ["ns/op", "ops/s", "vs no limits", "spread %"])
         let shape = FlowShape(ops: [.write], messageBytes: 8, window: 64, signalEvery: 16)
-        var configs: [(RouterProcess, String, String, String)] = [
+        var rows: [(router: RouterProcess, tenant: String, label: String, system: String)] = [
             (router, Self.open, "no rateLimits (tenant \(Self.open))", "sluice-no-ratelimits"),
             (router, Self.high, "limits far above reach (\(tenants[Self.high]!.rateDescription))", "sluice-ratelimits-unreached"),
         ]
         if let off = routerOff {
-            configs.append((off, Self.open, "enforcement off (\(Self.noEnforcementFlag))", "sluice-no-enforcement"))
+            rows.append((off, Self.open, "policy+shaping off (\(Self.noEnforcementFlag))", "sluice-no-enforcement"))
         }
-        // Rounds alternate the configurations, so drift hits all alike.
-        var rates = [[Double]](repeating: [], count: configs.count)
-        var errors = [Error?](repeating: nil, count: configs.count)
-        for round in 0..<plans.overheadRounds {
-            for (i, (r, tenant, _, _)) in configs.enumerated() where errors[i] == nil {
-                switch measure("overhead: \(tenant)\(r === router ? "" : " (enforcement off)"), round \(round + 1)", on: r, {
-                    try runFlow(r, tenant, shape, plan)
-                }) {
-                case .success(let (rate, _)): rates[i].append(rate.operationsPerSecond)
-                case .failure(let e): errors[i] = e
-                }
+        let labels = rows.map(\.label), systems = rows.map(\.system)
+        let results: [Result<[FlowRate], Error>]
+        switch interleaved(rows.map { ($0.router, $0.tenant, shape) }, plan, rounds: plans.overheadRounds, label: "overhead of rate limits") {
+        case .success(let r): results = r.map { .success($0.rates) }
+        case .failure(let e): results = rows.map { _ in .failure(e) }
+        }
+        let base = (try? results[0].get()).map { Self.medianAndSpread($0).median }
+        for (i, r) in results.enumerated() {
+            switch r {
+            case .success(let rates):
+                let (m, spread) = Self.medianAndSpread(rates)
+                let vs = base.flatMap { Stats.ratio(m, $0) }
+                table.add(labels[i], [Format.nanos(1e9 / max(m, 1)), Format.count(m), Format.ratio(vs),
+                                      spread.map { String(format: "%.1f", $0) } ?? "-"])
+                figures += [
+                    Figure(metric: "overhead_rate", system: systems[i], size: 8, value: m, unit: "ops/s"),
+                    Figure(metric: "overhead_vs_no_limits", system: systems[i], size: 8, value: vs ?? .nan, unit: "ratio"),
+                    Figure(metric: "overhead_spread", system: systems[i], size: 8, value: spread ?? .nan, unit: "%"),
+                ]
+            case .failure(let e):
+                table.addFailure(labels[i], Self.firstLine(e))
             }
         }
-        let base = Stats.median(rates[0])
-        for (i, (_, _, label, system)) in configs.enumerated() {
-            if let e = errors[i] {
-                table.addFailure(label, Self.firstLine(e))
-                continue
-            }
-            guard let m = Stats.median(rates[i]) else { continue }
-            let vs = base.flatMap { Stats.ratio(m, $0) }
-            table.add(label, [Format.nanos(1e9 / max(m, 1)), Format.count(m), Format.ratio(vs), "\(rates[i].count)"])
-            figures += [
-                Figure(metric: "overhead_rate", system: system, size: 8, value: m, unit: "ops/s"),
-                Figure(metric: "overhead_vs_no_limits", system: system, size: 8, value: vs ?? .nan, unit: "ratio"),
-            ]
-        }
+        table.addNote("64 in flight, 1 in 16 signaled; a warm-up round, then \(plans.overheadRounds) rounds, rows in turn within each (\(plan.windowSeconds) s counted after \(plan.settleSeconds) s); ops/s: the median round; spread: (max - min) / median")
         if routerOff == nil {
             table.addNote("TODO: no enforcement-off row: this sluice-router has no \(Self.noEnforcementFlag) flag")
+        } else {
+            table.addNote("policy+shaping off: tenant \(Self.open) on a second router started with \(Self.noEnforcementFlag) (no policy check, no shaping; keys, bounds and access still checked), in the same rounds")
         }
-        table.addNote("64 in flight, 1 in 16 signaled; each run counts \(plan.windowSeconds) s after \(plan.settleSeconds) s; runs alternate between rows; figures are the median run")
         return table
     }
 }

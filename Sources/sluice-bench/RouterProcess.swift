@@ -93,7 +93,9 @@ final class RouterProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // No O_CLOEXEC: glibc may open this straight onto fd 1, which the
+        // flag would then close at exec, losing the child's stdout.
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
@@ -116,8 +118,9 @@ final class RouterProcess {
         }
     }
 
-    /// What `executable --help` prints (empty if it cannot be run): to
-    /// learn whether this router has a flag before passing it.
+    /// What `executable --help-hidden` prints (empty if it cannot be run):
+    /// to learn whether this router has a flag, hidden ones included,
+    /// before passing it.
     static func helpText(of executable: String) -> String {
         var template = Array("/tmp/sluice-bench-help.XXXXXX".utf8CString)
         let fd = mkstemp(&template)
@@ -125,7 +128,7 @@ final class RouterProcess {
         close(fd)
         let path = String(cString: template)
         defer { unlink(path) }
-        guard let child = try? spawn([executable, "--help"], output: path) else { return "" }
+        guard let child = try? spawn([executable, "--help-hidden"], output: path) else { return "" }
         var status: Int32 = 0
         _ = waitpid(child, &status, 0)
         return (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""

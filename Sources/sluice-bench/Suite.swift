@@ -295,6 +295,10 @@ final class Suite {
             ]
             table.addNote("beta took \(b.granted) protection domains, then each ALLOC_PD was refused: \(b.refusal) (\(Decision.errnoName(b.refusalErrno)))")
             table.addNote("refused: answers beta got during the run; audited: \"decision\":\"deny\" records the router's log gained")
+            if let limit = (try? PolicySet.load(directory: policies))?.tenants
+                .first(where: { $0.name == DenialBurst.floodingTenant })?.rateLimits.controlVerbs {
+                table.addNote("beta's policy delays its control verbs to \(limit.operations)/s, burst \(limit.burstOperationsOrDefault) (rateLimits.controlVerbs): its flood runs at that rate")
+            }
             if audited.lostDenials > 0 {
                 table.addNote("the router's audit queue overflowed: audit.loss records count \(audited.lostDenials) denials not written")
             }

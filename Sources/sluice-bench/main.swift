@@ -7,7 +7,7 @@ import Foundation
 struct SluiceBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
-        abstract: "Measures Sluice's latency, bandwidth, policy decisions and audit writing beside baselines, in one run.",
+        abstract: "Measures Sluice's latency, bandwidth, policy decisions, audit writing, key translation, shaping, isolation and fairness beside baselines, in one run.",
         discussion: """
             Starts a real sluice-router (the one built next to this binary, or \
             --router) with a private runtime directory and the policies in \
@@ -74,6 +74,79 @@ struct SluiceBench: ParsableCommand {
             - beside a spinning thread: one more thread of this process spins \
             and asks the router for nothing: what any busy thread costs alpha \
             where cores are scarce.
+
+            The tables below run on a second router, started once the first \
+            has stopped, on a policy directory generated under /tmp: tenants \
+            that admit this uid, may send, write and read among their own QPs, \
+            have no quotas, and differ only in spec.rateLimits.tenant. A flow \
+            is a set of RC QP pairs of one tenant (each end its own session) \
+            flooding with a fixed number of requests in flight; its rate is what \
+            completed between two readings of its counters, taken after it has \
+            run for a settling time (the first burst of a rate limit, warm \
+            caches). Noisy and fair-share tenants are worker processes of this \
+            same program (hidden --flood-worker); the rest are threads of this \
+            process. If sluice-router has --bench-no-enforcement (its \
+            --help-hidden says so), a third router runs with it for the \
+            "policy+shaping off" rows.
+
+            Key translation (issue 5): 8-byte RDMA WRITEs from one QP pair of \
+            tenant open (no rateLimits), 64 in flight, 1 in 16 signaled, each to \
+            a random one of 10,000 pages (4 KiB apart) of the target, in a fixed \
+            order, the same in every row. The pages are covered by 1, 10 or \
+            10,000 regions (full mode also 1,000) of equal size and nothing \
+            else is registered at the \
+            target; each WRITE carries the rkey of its page's region, so with \
+            many regions the router resolves a different key, in random order, \
+            for nearly every request. Rows run in interleaved rounds (each in \
+            turn, paused and drained between), ops/s is the median round, \
+            spread is (max - min) / median, vs 1 MR the ratio to the 1-region \
+            row of the same router, setup ms the time to open, connect and \
+            register. No row without translation: no router flag skips it.
+
+            Shaping accuracy (issue 6): one tenant per configured rate (bw-1g, \
+            bw-4g, bw-16g: rateLimits.tenant.bandwidth; ops-100k, ops-1m, ops-4m: \
+            rateLimits.tenant.operations), each with a burst of 10 ms at its \
+            rate, floods alone with one QP: 64 KiB WRITE, SEND or READ, 16 in \
+            flight, for bandwidth; 8 B, 64 in flight, 1 in 16 signaled, for \
+            operations. measured: bytes (READ: bytes read back) or requests \
+            completed in the window (2 s, quick 0.5 s) after the settling time \
+            (0.5 s, quick 0.15 s); error % = (measured - configured) / \
+            configured. unshaped: the same flood by tenant open in this run, \
+            what the router reaches at all. Quick runs every rate for WRITE and \
+            only the lowest for SEND and READ.
+
+            Isolation (issue 6): the victim (tenant victim, no rateLimits) \
+            measures an 8-byte SEND ping-pong (as above, pollers yield when \
+            idle; p50 / p99 of the round trip) and then a 64 KiB WRITE stream \
+            (16 in flight, GB/s), alone, then while two noisy tenants, each its \
+            own process, flood 8-byte WRITEs and READs on 8 QPs each (half of \
+            each), 1024 in flight per QP, 1 in 64 signaled: without limits, \
+            and with rateLimits.tenant.operations of 1M/s and 100K/s each. x \
+            solo: p99 under noise / p99 alone, GB/s under noise / alone. noisy \
+            Kops/s: each noisy tenant's rate while the victim ran. router CPU \
+            %: the router's CPU time (/proc) over the same time, % of one core.
+
+            Fairness (issue 6): three tenants with identical policies (no \
+            rateLimits, weight 1), each its own process flooding 8-byte WRITEs \
+            on 4 QPs, 1024 in flight per QP, 1 in 64 signaled; ops/s over one \
+            window (5 s, quick 1 s), each one's share of the total, CPU time of \
+            each process and of the router, and Jain's index (Σx)² / (n·Σx²) \
+            over the three rates (1 = equal shares, 1/3 = one gets all).
+
+            Overhead of rate limits (issue 6): 8-byte WRITE message rate on one \
+            QP pair, 64 in flight, 1 in 16 signaled, for tenant open (no \
+            rateLimits) and tenant high (1 Tbit/s and 1G operations/s, never \
+            reached), and, with the flag, open on the policy+shaping-off router; \
+            interleaved rounds as for key translation; vs no limits: the ratio \
+            to open's median.
+
+            Flooders with full queues do not spin: key-translation, shaping and \
+            overhead flows call sched_yield(), noisy and fair-share flows sleep \
+            50 µs (their 1024-deep queues hold the router's work meanwhile), so \
+            that the router, not the CPU scheduler, decides who is served.
+
+            Percentiles are nearest-rank: the sample of rank ⌈p·n⌉ of n sorted \
+            samples (SluiceBenchStats, tested in SluiceBenchStatsTests).
 
             This measures; it asserts nothing about speed. The router's poller \
             spins while there is work, so on a machine with fewer than three CPUs \
