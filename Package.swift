@@ -36,6 +36,15 @@ let package = Package(
         .target(name: "SluiceSandbox", dependencies: ["CSeccomp", "CCap"], resources: [.embedInCode("router.seccomp.json")]),
         // C shims for the router's system calls (SCM_RIGHTS, SO_PEERCRED, fcntl).
         .target(name: "CSluiceSys"),
+        // TCP and epoll shims for the fabric link and the etcd client.
+        .target(name: "CSluiceNet"),
+        // Many hosts: the cluster directory (static file or etcd), the
+        // router-to-router link (framing, handshake, connections).
+        .target(
+            name: "SluiceCluster",
+            dependencies: ["CSluiceNet", "SluicePolicy", .product(name: "Yams", package: "Yams"),
+                           .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .target(
             name: "SluiceRouter",
             dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", "SluiceAudit", "SluiceSandbox", .product(name: "Crypto", package: "swift-crypto")],
@@ -65,6 +74,7 @@ let package = Package(
         .testTarget(name: "SluiceAuditTests", dependencies: ["SluiceAudit"]),
         .testTarget(name: "SluiceBenchStatsTests", dependencies: ["SluiceBenchStats"]),
         .testTarget(name: "SluiceSandboxTests", dependencies: ["SluiceSandbox"]),
+        .testTarget(name: "SluiceClusterTests", dependencies: ["SluiceCluster", "CSluiceNet", "SluicePolicy"]),
         .testTarget(name: "SluiceRouterTests", dependencies: ["SluiceRouter", "SluiceWire"]),
         .testTarget(name: "SluiceIntegrationTests", dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter", "CSluiceSys"]),
     ],
