@@ -158,3 +158,12 @@ int sluice_net_set_timeouts(int fd, int millis)
 		return -1;
 	return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
+
+ssize_t sluice_net_send(int fd, const void *buf, size_t len)
+{
+	/* sendmsg, not write: MSG_NOSIGNAL, so a peer that hung up cannot kill
+	 * the router with SIGPIPE (and sendmsg is on the seccomp allowlist). */
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	return sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}

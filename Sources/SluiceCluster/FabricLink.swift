@@ -83,7 +83,7 @@ public final class FabricLink {
     /// Writes queued bytes until the socket would block.
     func flush() {
         while queued > 0 && state != .closed && state != .connecting {
-            let n = out[outStart...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let n = out[outStart...].withUnsafeBytes { sluice_net_send(fd, $0.baseAddress, $0.count) }
             if n > 0 {
                 outStart += n
                 continue
@@ -210,7 +210,7 @@ public final class FabricLink {
         }
         var enc = FrameEncoder()
         let bytes = enc.encode(LinkFrame.Frame(.refused, body: Array(reason.utf8.prefix(200))))
-        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        _ = bytes.withUnsafeBytes { sluice_net_send(fd, $0.baseAddress, $0.count) }
     }
 
     /// Closes with a reason (idempotent); the node reports it once.

@@ -4,7 +4,9 @@
  * client. Plain C so that Swift never has to lay out struct epoll_event
  * (packed on x86_64) or the sockaddr family by hand. Every call returns -1
  * with errno set on failure. */
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* An epoll instance of the fabric's own; the router watches its fd. */
 int sluice_net_epoll_create(void);
@@ -30,4 +32,6 @@ int sluice_net_accept(int listener, char *peer, int peer_len);
 int sluice_net_nodelay(int fd);
 /* Blocking-with-timeout I/O for the etcd client thread. */
 int sluice_net_set_timeouts(int fd, int millis);
+/* Sends without SIGPIPE (sendmsg, MSG_NOSIGNAL, non-blocking). */
+ssize_t sluice_net_send(int fd, const void *buf, size_t len);
 #endif

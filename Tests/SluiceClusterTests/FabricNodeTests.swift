@@ -1,0 +1,189 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSluiceNet
+import Crypto
+import XCTest
+@testable import SluiceCluster
+
+/// Real TCP on loopback: nodes in this process, hostile clients as raw sockets.
+final class FabricNodeTests: XCTestCase {
+    let key = SymmetricKey(data: Array("cluster key for the tests, 32+ bytes".utf8))
+
+    final class Recorder {
+        var events: [FabricNode.Event] = []
+        var ups: [String] { events.compactMap { if case .up(let p, _, _) = $0 { return p }; return nil } }
+        var authFailures: [String] {
+            events.compactMap { if case .down(_, _, let r, true) = $0 { return r }; return nil }
+        }
+        var downs: [String] { events.compactMap { if case .down(_, _, let r, _) = $0 { return r }; return nil } }
+        var frames: [LinkFrame.Frame] { events.compactMap { if case .frame(_, let f) = $0 { return f }; return nil } }
+    }
+
+    func node(_ name: String, key: SymmetricKey? = nil, tune: (inout FabricNode.Configuration) -> Void = { _ in }) throws -> (FabricNode, Recorder) {
+        var c = FabricNode.Configuration(name: name, listenHost: "127.0.0.1", listenPort: 0, key: key ?? self.key)
+        c.redialDelayNanos = 100_000_000
+        tune(&c)
+        let n = try FabricNode(c, peers: [])
+        let r = Recorder()
+        n.onEvent = { r.events.append($0) }
+        return (n, r)
+    }
+
+    func addr(_ n: FabricNode) -> RouterAddress { RouterAddress(name: n.config.name, host: "127.0.0.1", port: n.boundPort) }
+
+    /// Services the nodes until `done` or the timeout.
+    func pump(_ nodes: [FabricNode], seconds: Double = 5, until done: () -> Bool) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            for n in nodes { n.service() }
+            if done() { return true }
+            var fds = nodes.map { pollfd(fd: $0.pollFD, events: Int16(POLLIN), revents: 0) }
+            _ = poll(&fds, nfds_t(fds.count), 10)
+        }
+        return done()
+    }
+
+    func testTwoRoutersLinkOnceAndCarryTaggedFramesBothWays() throws {
+        let (a, ra) = try node("alpha-host"), (b, rb) = try node("beta-host")
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        XCTAssert(pump([a, b]) { a.isUp("beta-host") && b.isUp("alpha-host") }, "\(ra.events) \(rb.events)")
+        XCTAssertEqual(ra.ups, ["beta-host"])
+        XCTAssertEqual(rb.ups, ["alpha-host"], "one link per pair: only the first name dials")
+        let big = (0..<LinkFrame.maxBody).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        XCTAssert(a.send(to: "beta-host", .init(.data, stream: 42, body: big)))
+        XCTAssert(b.send(to: "alpha-host", .init(.data, stream: 7, body: [1, 2, 3])))
+        XCTAssert(pump([a, b]) { rb.frames.count == 1 && ra.frames.count == 1 })
+        XCTAssertEqual(rb.frames.first, .init(.data, stream: 42, body: big))
+        XCTAssertEqual(ra.frames.first, .init(.data, stream: 7, body: [1, 2, 3]))
+        XCTAssertEqual(a.status()["refusals"] as? Int, 0)
+    }
+
+    func testARouterWithAWrongKeyIsRefusedOnBothSidesAndNeverLinks() throws {
+        let (a, ra) = try node("a"), (b, rb) = try node("b", key: SymmetricKey(size: .bits256))
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        XCTAssert(pump([a, b]) { ra.authFailures.count >= 2 && rb.authFailures.count >= 2 }, "\(ra.events) \(rb.events)")
+        XCTAssertFalse(a.isUp("b"))
+        XCTAssertFalse(b.isUp("a"))
+        XCTAssertEqual(ra.ups + rb.ups, [])
+        XCTAssert(ra.authFailures[0].contains("does not hold the cluster key"), ra.authFailures[0])
+        XCTAssert(rb.authFailures[0].contains("authentication failed"), rb.authFailures[0])
+        XCTAssertFalse(a.send(to: "b", .init(.data, stream: 1, body: [1])), "no link, nothing sent")
+    }
+
+    /// A raw TCP client: the node under test must close it and stay well.
+    func rawConnect(_ n: FabricNode) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_port = n.boundPort.bigEndian
+        sa.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let r = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        XCTAssertEqual(r, 0)
+        _ = sluice_net_set_timeouts(fd, 50)
+        return fd
+    }
+
+    /// Reads until the peer closes: returns everything received, or nil
+    /// if the connection was still open when the time ran out.
+    func readUntilClosed(_ fd: Int32, servicing nodes: [FabricNode], seconds: Double = 5) -> [UInt8]? {
+        var got: [UInt8] = []
+        var closed = false
+        _ = pump(nodes, seconds: seconds) {
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = read(fd, &buf, buf.count)
+            if n > 0 { got += buf.prefix(n) } else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) { closed = true }
+            return closed
+        }
+        close(fd)
+        return closed ? got : nil
+    }
+
+    func testGarbageOversizedAndTruncatedInputClosesOnlyThatConnection() throws {
+        let (a, _) = try node("a"), (b, rb) = try node("b") { $0.handshakeTimeoutNanos = 300_000_000 }
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        var garbage = rawConnect(b)
+        _ = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8).withUnsafeBytes { write(garbage, $0.baseAddress, $0.count) }
+        XCTAssertNotNil(readUntilClosed(garbage, servicing: [b]), "an HTTP request was not closed")
+        XCTAssert(rb.downs.last?.contains("bad magic") ?? false, "\(rb.downs)")
+
+        var header: [UInt8] = []
+        header.appendBE(LinkFrame.magic)
+        header += [1, 1, 0, 0]
+        header.appendBE(UInt32(0x7fff_ffff))
+        header.appendBE(UInt32(0))
+        garbage = rawConnect(b)
+        _ = header.withUnsafeBytes { write(garbage, $0.baseAddress, $0.count) }
+        XCTAssertNotNil(readUntilClosed(garbage, servicing: [b]), "a 2 GiB HELLO was not closed")
+        XCTAssert(rb.downs.last?.contains("exceeds the limit") ?? false, "\(rb.downs)")
+
+        // Half a header, then silence: closed at the handshake timeout.
+        garbage = rawConnect(b)
+        _ = header.prefix(7).withUnsafeBytes { write(garbage, $0.baseAddress, $0.count) }
+        let t0 = Date()
+        XCTAssertNotNil(readUntilClosed(garbage, servicing: [b]), "a stalled handshake was never closed")
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 3)
+        XCTAssert(rb.downs.last?.contains("no handshake within") ?? false, "\(rb.downs)")
+
+        // After all that, a real router still links.
+        XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") })
+    }
+
+    func testAHandshakeReplayedOverTCPIsRefused() throws {
+        let (b, rb) = try node("b")
+        b.setPeers([RouterAddress(name: "a", host: "127.0.0.1", port: 1), addr(b)])
+        // Play router a by hand and record its bytes.
+        var hs = LinkHandshake(role: .dialer(expecting: "b"), localName: "a", key: key)
+        var enc = FrameEncoder()
+        var dec = FrameDecoder()
+        let fd = rawConnect(b)
+        var recorded: [UInt8] = []
+        func send(_ f: LinkFrame.Frame) {
+            let bytes = enc.encode(f)
+            recorded += bytes
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        }
+        hs.start().forEach(send)
+        var challenge: LinkFrame.Frame?
+        XCTAssert(pump([b]) {
+            var buf = [UInt8](repeating: 0, count: 1024)
+            let n = read(fd, &buf, buf.count)
+            if n > 0 { dec.feed(Array(buf.prefix(n))) }
+            challenge = try? dec.next()
+            return challenge != nil
+        })
+        guard case .established(let auth) = try hs.receive(challenge!) else { return XCTFail("no challenge") }
+        auth.forEach(send)
+        XCTAssert(pump([b]) { b.isUp("a") })
+        close(fd)
+        _ = pump([b], seconds: 1) { !b.isUp("a") }
+
+        // The recording, replayed on a new connection: refused.
+        let replay = rawConnect(b)
+        _ = recorded.withUnsafeBytes { write(replay, $0.baseAddress, $0.count) }
+        let answer = readUntilClosed(replay, servicing: [b])
+        XCTAssertNotNil(answer, "the replay was not closed")
+        XCTAssert(String(decoding: answer ?? [], as: UTF8.self).contains("authentication failed"), "no refusal frame")
+        XCTAssertFalse(b.isUp("a"))
+        XCTAssert(rb.authFailures.last?.contains("replayed") ?? false, "\(rb.authFailures)")
+    }
+
+    func testASilentPeerIsDeclaredDeadAndRedialedWhenItReturns() throws {
+        let tune: (inout FabricNode.Configuration) -> Void = { $0.heartbeatNanos = 50_000_000; $0.deadAfterNanos = 300_000_000 }
+        let (a, ra) = try node("a", tune: tune), (b, _) = try node("b", tune: tune)
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") })
+        // b stops answering (a hung router, a partition): a notices by itself.
+        let t0 = Date()
+        XCTAssert(pump([a], seconds: 3) { !a.isUp("b") }, "a never noticed")
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 1.5)
+        XCTAssert(ra.downs.last?.contains("nothing heard") ?? false, "\(ra.downs)")
+        // b comes back: a dials again and the link is up.
+        XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") })
+        XCTAssertEqual(ra.ups, ["b", "b"])
+    }
+}
