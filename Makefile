@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CC ?= cc
-APT_PACKAGES := libibverbs-dev ibverbs-utils libseccomp-dev libcap-dev iproute2
+APT_PACKAGES := libibverbs-dev ibverbs-utils libseccomp-dev libcap-dev iproute2 etcd-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 LIB_DIR := .build/sluice

@@ -2,6 +2,7 @@
 #include "sluice_net.h"
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -166,4 +167,36 @@ ssize_t sluice_net_send(int fd, const void *buf, size_t len)
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 	return sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+ssize_t sluice_net_send_blocking(int fd, const void *buf, size_t len)
+{
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	return sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
+int sluice_net_connect_timeout(const char *host, uint16_t port, int millis)
+{
+	/* Blocking, with SO_SNDTIMEO/SO_RCVTIMEO: Linux bounds a blocking
+	 * connect by the send timeout, so no poll(2) is needed. */
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (address(host, port, &ss, &len) != 0)
+		return -1;
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (sluice_net_set_timeouts(fd, millis) != 0 || connect(fd, (struct sockaddr *)&ss, len) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e == EINPROGRESS ? ETIMEDOUT : e;
+		return -1;
+	}
+	return fd;
+}
+
+int sluice_net_pipe(int fds[2])
+{
+	return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
 }

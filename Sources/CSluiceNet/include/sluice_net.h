@@ -34,4 +34,10 @@ int sluice_net_nodelay(int fd);
 int sluice_net_set_timeouts(int fd, int millis);
 /* Sends without SIGPIPE (sendmsg, MSG_NOSIGNAL, non-blocking). */
 ssize_t sluice_net_send(int fd, const void *buf, size_t len);
+/* The same, waiting (up to SO_SNDTIMEO) when the socket is full. */
+ssize_t sluice_net_send_blocking(int fd, const void *buf, size_t len);
+/* A blocking TCP connection whose connect, reads and writes time out. */
+int sluice_net_connect_timeout(const char *host, uint16_t port, int millis);
+/* A non-blocking, close-on-exec pipe: the etcd thread wakes the loop through it. */
+int sluice_net_pipe(int fds[2]);
 #endif
