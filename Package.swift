@@ -47,14 +47,14 @@ let package = Package(
         ),
         .target(
             name: "SluiceRouter",
-            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", "SluiceAudit", "SluiceSandbox", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["SluiceWire", "CSluiceSys", "SluicePolicy", "SluiceAudit", "SluiceSandbox", "SluiceCluster", .product(name: "Crypto", package: "swift-crypto")],
             // The test-only trigger of a seccomp violation exists in debug
             // builds only; release builds (make bench, deployments) lack it.
             swiftSettings: [.define("SLUICE_TEST_HOOKS", .when(configuration: .debug))]
         ),
         .executableTarget(
             name: "sluice-router",
-            dependencies: ["SluiceRouter", "SluicePolicy", "SluiceAudit", "SluiceSandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SluiceRouter", "SluiceCluster", "SluicePolicy", "SluiceAudit", "SluiceSandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "sluice",

@@ -201,14 +201,14 @@ public final class StaticDirectory: ClusterDirectory {
         }
     }
 
-    static func parseLIDRange(_ t: String) -> ClosedRange<UInt16>? {
+    public static func parseLIDRange(_ t: String) -> ClosedRange<UInt16>? {
         let parts = t.split(separator: "-", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         guard parts.count == 1 || parts.count == 2, let lo = UInt16(parts[0]), let hi = UInt16(parts.last!),
               lo >= 1, hi <= 0xbfff, lo <= hi else { return nil }
         return lo...hi
     }
 
-    static func isDNSLabel(_ s: String) -> Bool {
+    public static func isDNSLabel(_ s: String) -> Bool {
         let u = Array(s.utf8)
         guard (1...63).contains(u.count), u.first != UInt8(ascii: "-"), u.last != UInt8(ascii: "-") else { return false }
         return u.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }

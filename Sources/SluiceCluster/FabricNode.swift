@@ -54,6 +54,7 @@ public final class FabricNode {
     private var links: [Int32: FabricLink] = [:]
     private var upLinks: [String: FabricLink] = [:]
     private var redialAt: [String: UInt64] = [:]
+    private var refusedInARow: [String: Int] = [:]
     /// Per peer: the last reason a link to or from it failed, for status.
     public private(set) var lastFailure: [String: String] = [:]
     /// Connections refused at the handshake since start.
@@ -222,6 +223,7 @@ public final class FabricNode {
             }
             upLinks[peer] = l
             redialAt[peer] = nil
+            refusedInARow[peer] = nil
             lastFailure[peer] = nil
             onEvent?(.up(peer: peer, address: l.address, dialed: l.dialed))
         case .frame(let f):
@@ -254,7 +256,12 @@ public final class FabricNode {
         if authentication { refusals += 1 }
         if let name { lastFailure[name] = reason }
         if let name, peers[name] != nil, dialsPeer(name), upLinks[name] == nil {
-            redialAt[name] = monotonicNanos() &+ config.redialDelayNanos
+            // A refused handshake will be refused again until an operator
+            // fixes a key: back off (doubling, up to 32×) so the audit log
+            // does not fill with one refusal a second.
+            let factor = authentication ? min((refusedInARow[name] ?? 0) + 1, 5) : 0
+            refusedInARow[name] = authentication ? factor : 0
+            redialAt[name] = monotonicNanos() &+ config.redialDelayNanos << UInt64(factor)
         }
         if report { onEvent?(.down(peer: name, address: l.address, reason: reason, authentication: authentication)) }
     }

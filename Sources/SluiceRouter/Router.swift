@@ -38,6 +38,9 @@ public struct RouterConfig {
     public var maxMR: UInt32 = 65536
     public var maxPD: UInt32 = 16384
     public var maxMRSize: UInt64 = 1 << 40
+    /// Many hosts: links to the other routers and the cluster directory
+    /// (nil: a single-host router).
+    public var cluster: ClusterConfig?
 
     public init(runtimeDir: String, policies: PolicySet, policyDirectory: String? = nil, audit: AuditConfiguration) {
         self.runtimeDir = runtimeDir
@@ -58,6 +61,8 @@ public final class Router {
     /// What each tenant holds, over all its sessions (quotas count these).
     var usage: [String: TenantUsage] = [:]
     let fabric = SoftwareFabric()
+    /// The fabric links and directory, when the router is part of a cluster.
+    var cluster: ClusterAgent?
     private let epfd: Int32
     private let signalFD: Int32
     var listeners: [Int32: String] = [:] // listening fd -> tenant
@@ -85,7 +90,7 @@ public final class Router {
 
     // epoll tags: the kind in the top byte, an id below.
     private enum Tag: UInt64 {
-        case signal = 1, listener = 2, control = 3, session = 4, doorbell = 5, operatorConn = 6, refused = 7
+        case signal = 1, listener = 2, control = 3, session = 4, doorbell = 5, operatorConn = 6, refused = 7, cluster = 8
     }
     private static func tag(_ kind: Tag, _ id: UInt64) -> UInt64 { kind.rawValue << 56 | id }
 
@@ -107,6 +112,12 @@ public final class Router {
         epfd = try Sys.retrying("epoll_create1") { sluice_epoll_create() }
         try watch(signalFD, Router.tag(.signal, 0))
         try openSockets()
+        if let c = config.cluster {
+            let agent = try ClusterAgent(c, log: log)
+            cluster = agent
+            try watch(agent.pollFD, Router.tag(.cluster, 0))
+            if let fd = agent.notifyFD { try watch(fd, Router.tag(.cluster, 1)) }
+        }
     }
 
     deinit {
@@ -205,6 +216,7 @@ public final class Router {
                 nextSummary = now + config.summaryNanos
             }
             if !parkedSessions.isEmpty { resumeParked(now: now) }
+            if let c = cluster, let t = c.nextDeadline, now >= t { c.service(now: now) }
             if fabric.pollOnce(now: now, router: self) {
                 idleSince = now
                 spins &+= 1
@@ -228,6 +240,7 @@ public final class Router {
             var timeout: Int32 = -1
             var wake = fabric.nextDeadline()
             if let p = nextParkedDeadline { wake = min(wake ?? p, p) }
+            if let c = cluster?.nextDeadline { wake = min(wake ?? c, c) }
             if sessions.values.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
             if let deadline = wake {
                 let t = Sys.monotonicNanos()
@@ -264,6 +277,8 @@ public final class Router {
                 serviceOperator(fd: Int32(id))
             case .refused:
                 answerRefused(Int32(id))
+            case .cluster:
+                serviceCluster(id, now: Sys.monotonicNanos())
             case .none:
                 break
             }
@@ -272,6 +287,7 @@ public final class Router {
 
     private func shutdown() {
         for s in Array(sessions.values) { closeSession(s, reason: "router stopping") }
+        cluster?.stop()
         writeSummaries()
         log.record(event: "router.stop")
         log.close()
@@ -701,6 +717,7 @@ public final class Router {
             "shaping": shapingStatus(),
             // The mode applied and the kernel's Seccomp, NoNewPrivs and Cap* fields.
             "sandbox": Sandbox.statusObject(),
+            "cluster": cluster?.status() ?? NSNull(),
         ]
         let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
         return Array(data)

@@ -12,7 +12,10 @@ enum SeccompConstants {
             // <sys/socket.h>
             "AF_UNIX": UInt64(AF_UNIX), "AF_INET": UInt64(AF_INET), "AF_INET6": UInt64(AF_INET6),
             "AF_NETLINK": UInt64(AF_NETLINK), "AF_PACKET": UInt64(AF_PACKET),
-            "SOL_SOCKET": UInt64(SOL_SOCKET), "SO_PEERCRED": UInt64(SO_PEERCRED),
+            "SOL_SOCKET": UInt64(SOL_SOCKET), "SO_PEERCRED": UInt64(SO_PEERCRED), "SO_ERROR": UInt64(SO_ERROR),
+            "SO_RCVTIMEO": UInt64(SO_RCVTIMEO), "SO_SNDTIMEO": UInt64(SO_SNDTIMEO),
+            // <netinet/in.h>, <netinet/tcp.h>
+            "IPPROTO_TCP": UInt64(IPPROTO_TCP), "TCP_NODELAY": 1,
             // <sys/mman.h>
             "PROT_NONE": UInt64(PROT_NONE), "PROT_READ": UInt64(PROT_READ), "PROT_WRITE": UInt64(PROT_WRITE),
             "PROT_EXEC": UInt64(PROT_EXEC),

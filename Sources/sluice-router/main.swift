@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceAudit
+import SluiceCluster
 import SluicePolicy
 import SluiceRouter
 import SluiceSandbox
@@ -27,6 +28,17 @@ struct SluiceRouterCommand: ParsableCommand {
             allowlist (--print-seccomp shows it). Under --sandbox enforce a call \
             outside it is named on stderr and kills the router with SIGSYS; if the \
             sandbox cannot be applied the router refuses to serve.
+
+            Many hosts: with --cluster-key the router joins a cluster of routers. \
+            It finds them in the cluster directory — a YAML file every router \
+            reads (--directory static, the default, with --cluster-file), or etcd \
+            (--directory etcd --etcd ADDR:PORT), where it registers itself under \
+            a lease with --fabric-listen, --router-lids and --router-addresses and \
+            takes tenant policies from <etcd-prefix>policies/*.yaml. Routers link \
+            over TCP, one connection per pair, authenticated both ways by an \
+            HMAC-SHA256 challenge over the shared key; `sluice status --json` \
+            shows the links under "cluster". The sandbox then also allows \
+            internet sockets, connect and a few socket options (feature multiHost).
             """
     )
 
@@ -62,6 +74,39 @@ struct SluiceRouterCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Switch to this user (and its group, no supplementary groups) once the sockets and the audit log are open.", valueName: "name"))
     var user: String?
 
+    @Option(name: .customLong("cluster-key"), help: ArgumentHelp("Join a cluster of routers: the shared cluster key (at least 32 bytes, mode 0600). Without it the router serves one host.", valueName: "file"))
+    var clusterKey: String?
+
+    @Option(name: .customLong("router-name"), help: ArgumentHelp("This router's name in the cluster directory (a DNS label). Default: the host name.", valueName: "name"))
+    var routerName: String?
+
+    @Option(help: ArgumentHelp("Cluster directory: static (a YAML file, --cluster-file) or etcd (--etcd).", valueName: "kind"))
+    var directory: String = "static"
+
+    @Option(name: .customLong("cluster-file"), help: ArgumentHelp("The static cluster directory: every router, its link address and the LIDs and addresses it owns (examples/cluster/cluster.yaml).", valueName: "file"))
+    var clusterFile = "/etc/sluice/cluster.yaml"
+
+    @Option(help: ArgumentHelp("etcd's client URL as a literal address:port (its JSON gateway, plain HTTP).", valueName: "addr:port"))
+    var etcd: String?
+
+    @Option(name: .customLong("etcd-prefix"), help: ArgumentHelp("Key prefix of the cluster in etcd: <prefix>routers/<name>, <prefix>policies/<tenant>.yaml.", valueName: "prefix"))
+    var etcdPrefix = "/sluice/"
+
+    @Option(name: .customLong("fabric-listen"), help: ArgumentHelp("Address and port the fabric link listens on; with etcd also the address registered. Default (static): this router's address in the file.", valueName: "addr:port"))
+    var fabricListen: String?
+
+    @Option(name: .customLong("router-lids"), help: ArgumentHelp("With etcd: the virtual LIDs this router owns, comma-separated ranges (1-4095,5000).", valueName: "ranges"))
+    var routerLIDs: String?
+
+    @Option(name: .customLong("router-addresses"), help: ArgumentHelp("With etcd: the virtual IPv4 pools this router owns, comma-separated CIDRs.", valueName: "cidrs"))
+    var routerAddresses: String?
+
+    @Option(name: .customLong("fabric-heartbeat-ms"), help: ArgumentHelp("Idle links send a heartbeat this often.", valueName: "ms"))
+    var fabricHeartbeatMillis: UInt64 = 500
+
+    @Option(name: .customLong("fabric-dead-ms"), help: ArgumentHelp("A link silent this long is closed (peer dead or partitioned) and dialed again.", valueName: "ms"))
+    var fabricDeadMillis: UInt64 = 3000
+
     @Flag(name: .customLong("bench-no-enforcement"), help: ArgumentHelp(
         "Benchmark only: skip the data path's policy check and shaping (keys, bounds and access flags are still checked), so `make bench` can show what enforcement costs. Never in production.",
         visibility: .hidden))
@@ -93,6 +138,11 @@ struct SluiceRouterCommand: ParsableCommand {
         audit.rotateBytes = auditRotateBytes
         var config = RouterConfig(runtimeDir: runtimeDir, policies: set, policyDirectory: policies, audit: audit)
         config.spinNanos = spinMicros * 1000
+        if let keyFile = clusterKey {
+            config.cluster = clusterConfig(keyFile: keyFile)
+        } else if directory != "static" || etcd != nil || fabricListen != nil || routerName != nil {
+            fail("--directory, --etcd, --fabric-listen and --router-name need --cluster-key")
+        }
         if benchNoEnforcement {
             config.dataPathEnforcement = false
             FileHandle.standardError.write("sluice-router: --bench-no-enforcement: the data path skips policy and shaping (benchmark only)\n".data(using: .utf8)!)
@@ -106,7 +156,7 @@ struct SluiceRouterCommand: ParsableCommand {
         // Everything that needs privilege is open (sockets, audit log, its
         // writer thread); from here on the router runs confined.
         do {
-            let report = try Sandbox.apply(mode: sandbox, user: user)
+            let report = try Sandbox.apply(.init(mode: sandbox, user: user, features: config.cluster == nil ? [] : ["multiHost"]))
             FileHandle.standardError.write("sluice-router: \(report)\n".data(using: .utf8)!)
             router.recordSandbox(mode: "\(sandbox)", "\(report)")
         } catch {
@@ -115,6 +165,46 @@ struct SluiceRouterCommand: ParsableCommand {
         FileHandle.standardError.write("sluice-router: serving \(set.names.joined(separator: ", ")) in \(runtimeDir)\n".data(using: .utf8)!)
         router.run()
         FileHandle.standardError.write("sluice-router: stopped\n".data(using: .utf8)!)
+    }
+}
+
+extension SluiceRouterCommand {
+    func clusterConfig(keyFile: String) -> ClusterConfig {
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count)
+        let name = routerName ?? String(cString: host).lowercased()
+        var listen: (String, UInt16)?
+        if let l = fabricListen {
+            guard let ep = RouterAddress.parseEndpoint(l) else { fail("--fabric-listen \(l): not a literal address:port") }
+            listen = ep
+        }
+        let dir: ClusterConfig.Directory
+        switch directory {
+        case "static":
+            dir = .file(clusterFile)
+        case "etcd":
+            guard let endpoint = etcd else { fail("--directory etcd needs --etcd ADDR:PORT") }
+            guard let (h, p) = listen else { fail("--directory etcd needs --fabric-listen ADDR:PORT (the address other routers dial)") }
+            var lids: [ClosedRange<UInt16>] = []
+            for part in (routerLIDs ?? "").split(separator: ",") {
+                guard let r = StaticDirectory.parseLIDRange(String(part)) else { fail("--router-lids: \(part) is not a LID or a range within 1...49151") }
+                lids.append(r)
+            }
+            var pools: [IPv4Pool] = []
+            for part in (routerAddresses ?? "").split(separator: ",") {
+                guard let p = try? IPv4Pool.parse(String(part)).get() else { fail("--router-addresses: \(part) is not a CIDR pool") }
+                pools.append(p)
+            }
+            guard !lids.isEmpty, !pools.isEmpty else { fail("--directory etcd needs --router-lids and --router-addresses") }
+            dir = .etcd(endpoint: endpoint, prefix: etcdPrefix, entry: RouterEntry(address: RouterAddress(name: name, host: h, port: p), lids: lids, addresses: pools))
+        default:
+            fail("--directory \(directory): expected static or etcd")
+        }
+        var c = ClusterConfig(name: name, directory: dir, keyFile: keyFile)
+        c.listen = listen
+        c.heartbeatMillis = fabricHeartbeatMillis
+        c.deadAfterMillis = fabricDeadMillis
+        return c
     }
 }
 
