@@ -83,7 +83,8 @@ final class RouterProcess {
         try self.init(policies: policies)
     }
 
-    init(policies: [String: String], extraArguments: [String] = []) throws {
+    /// `launcher` runs the router through another program (`ip netns exec NS`).
+    init(policies: [String: String], extraArguments: [String] = [], launcher: [String] = []) throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-test-\(UUID().uuidString.prefix(8))")
         runtimeDir = base.appendingPathComponent("run").path
         policiesDir = base.appendingPathComponent("policies").path
@@ -91,8 +92,9 @@ final class RouterProcess {
         for (t, yaml) in policies {
             try yaml.write(toFile: "\(policiesDir)/\(t).yaml", atomically: true, encoding: .utf8)
         }
-        process.executableURL = URL(fileURLWithPath: Paths.router)
-        process.arguments = ["--runtime-dir", runtimeDir, "--policies", policiesDir, "--audit-log", auditLog] + extraArguments
+        let argv = launcher + [Paths.router, "--runtime-dir", runtimeDir, "--policies", policiesDir, "--audit-log", auditLog] + extraArguments
+        process.executableURL = URL(fileURLWithPath: argv[0])
+        process.arguments = Array(argv.dropFirst())
         process.standardError = errPipe
         try process.run()
         let deadline = Date().addingTimeInterval(10)

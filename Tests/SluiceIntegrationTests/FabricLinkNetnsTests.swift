@@ -1,0 +1,115 @@
+import Foundation
+import XCTest
+
+/// Routers on separate hosts (network namespaces): the fabric link, its
+/// authentication, and what a partition does to it. Real routers, sandboxed
+/// (enforce), real TCP over veth.
+final class FabricLinkNetnsTests: XCTestCase {
+    var lab: NetnsLab!
+    var dir: String!
+
+    override func setUpWithError() throws {
+        lab = try NetnsLab(hosts: 3)
+        let l = lab!
+        addTeardownBlock { l.teardown() }
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-fabric-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let d = dir!
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+        var yaml = "apiVersion: sluice/v1\nkind: Cluster\nspec:\n  routers:\n"
+        for i in 0..<3 {
+            yaml += "    - name: host-\(i)\n      fabric: \(lab.address(i)):7470\n      lids: [\(1 + 1000 * i)-\(1000 + 1000 * i)]\n      addresses: [10.77.\(i).0/24]\n"
+        }
+        try yaml.write(toFile: dir + "/cluster.yaml", atomically: true, encoding: .utf8)
+        try writeKey("cluster.key")
+        try writeKey("other.key")
+    }
+
+    override func tearDown() {
+        lab = nil
+    }
+
+    func writeKey(_ name: String) throws {
+        let path = "\(dir!)/\(name)"
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+        FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
+    }
+
+    func router(_ i: Int, key: String = "cluster.key", extra: [String] = []) throws -> RouterProcess {
+        let r = try RouterProcess(policies: ["alpha": RouterProcess.permissive("alpha")],
+                                  extraArguments: ["--cluster-key", "\(dir!)/\(key)", "--router-name", "host-\(i)",
+                                                   "--cluster-file", "\(dir!)/cluster.yaml"] + extra,
+                                  launcher: lab.inHost(i, []))
+        lab.adopt(r.process)
+        return r
+    }
+
+    func peers(_ r: RouterProcess) -> [String: [String: Any]] {
+        ((try? r.status())?["cluster"] as? [String: Any])?["peers"] as? [String: [String: Any]] ?? [:]
+    }
+
+    func state(_ r: RouterProcess, _ peer: String) -> String? { peers(r)[peer]?["state"] as? String }
+
+    func waitFor(_ seconds: Double, _ what: String, _ done: () -> Bool) {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if done() { return }
+            usleep(50_000)
+        }
+        XCTFail("timed out: \(what)")
+    }
+
+    func records(_ r: RouterProcess, _ event: String) -> [[String: Any]] {
+        r.auditRecords().filter { $0["event"] as? String == event }
+    }
+
+    func testRoutersInTwoNamespacesAuthenticateAndAWrongKeyRouterIsRefused() throws {
+        let a = try router(0), b = try router(1), stranger = try router(2, key: "other.key")
+        waitFor(15, "host-0 and host-1 linked") { state(a, "host-1") == "up" && state(b, "host-0") == "up" }
+
+        // The link crossed the namespaces: host-1 accepted it from host-0's address.
+        let accepted = records(b, "fabric.link.up").first
+        XCTAssertEqual((accepted?["fields"] as? [String: String])?["peer"], "host-0")
+        XCTAssert(((accepted?["fields"] as? [String: String])?["address"] ?? "").hasPrefix(lab.address(0) + ":"), "\(accepted ?? [:])")
+        XCTAssertEqual((accepted?["fields"] as? [String: String])?["direction"], "accepted")
+
+        // The stranger holds another key: both sides refuse it, and audit why.
+        waitFor(15, "the stranger refused by both") {
+            !records(a, "fabric.link.refused").isEmpty && !records(b, "fabric.link.refused").isEmpty
+        }
+        XCTAssertNotEqual(state(a, "host-2"), "up")
+        XCTAssertNotEqual(state(b, "host-2"), "up")
+        XCTAssertNotEqual(state(stranger, "host-0"), "up")
+        let refusal = records(a, "fabric.link.refused").first
+        XCTAssertEqual(refusal?["decision"] as? String, "deny")
+        XCTAssertEqual(refusal?["rule"] as? String, "clusterKey")
+        XCTAssert((refusal?["reason"] as? String ?? "").contains("does not hold the cluster key"), "\(refusal ?? [:])")
+        XCTAssertGreaterThan(((try a.status())["cluster"] as? [String: Any])?["refusals"] as? Int ?? 0, 0)
+        XCTAssertFalse(records(stranger, "fabric.link.refused").isEmpty, "the stranger records its refusals too")
+        XCTAssert(records(stranger, "fabric.link.up").isEmpty, "the stranger never linked")
+
+        // The good link was never disturbed by the stranger.
+        XCTAssertEqual(records(a, "fabric.link.up").count, 1)
+        XCTAssertEqual(state(a, "host-1"), "up")
+        // Each router stays sandboxed with the multiHost feature, and alive.
+        let sandbox = (try a.status())["sandbox"] as? [String: Any]
+        XCTAssertEqual(sandbox?["mode"] as? String, "enforce")
+        for r in [a, b, stranger] { XCTAssertEqual(r.stop(), 0, r.stderrText()) }
+    }
+
+    func testAPartitionTakesTheLinkDownWithinTheDeadlineAndItReturnsWhenHealed() throws {
+        let fast = ["--fabric-heartbeat-ms", "100", "--fabric-dead-ms", "800"]
+        let a = try router(0, extra: fast), b = try router(1, extra: fast)
+        waitFor(15, "linked") { state(a, "host-1") == "up" && state(b, "host-0") == "up" }
+        try lab.setConnected(1, false)
+        let cut = Date()
+        waitFor(5, "both sides notice the partition") { state(a, "host-1") != "up" && state(b, "host-0") != "up" }
+        XCTAssertLessThan(Date().timeIntervalSince(cut), 2.5, "the link must fail within its dead interval, not TCP's minutes")
+        XCTAssert((records(a, "fabric.link.down").last?["reason"] as? String ?? "").contains("nothing heard"))
+        try lab.setConnected(1, true)
+        waitFor(15, "linked again after the partition healed") { state(a, "host-1") == "up" && state(b, "host-0") == "up" }
+        XCTAssertGreaterThanOrEqual(records(a, "fabric.link.up").count, 2)
+        for r in [a, b] { XCTAssertEqual(r.stop(), 0, r.stderrText()) }
+    }
+}
