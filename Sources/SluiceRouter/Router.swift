@@ -654,7 +654,8 @@ public final class Router {
     }
 
     /// Per tenant: the rate it moved lately, how long shaping held it back,
-    /// what waits in its send queues, and its scheduler weight.
+    /// what waits in its send queues, its scheduler weight, and the data-path
+    /// time the router spent on it (what the scheduler shares out).
     func shapingStatus() -> [String: [String: Any]] {
         let now = Sys.monotonicNanos()
         var out: [String: [String: Any]] = [:]
@@ -667,6 +668,7 @@ public final class Router {
                 "throttledRequests": c.throttledRequests, "throttledSeconds": Double(c.throttledNanoseconds) / 1e9,
                 "controlVerbsThrottled": lane.limiter.controlVerbCounters.throttledRequests,
                 "queueDepth": lane.queueDepth, "queuePairs": lane.qps.count, "weight": lane.limiter.weight,
+                "routerSeconds": Double(CycleClock.shared.nanos(ticks: lane.credit.charged)) / 1e9,
             ]
         }
         return out

@@ -2,17 +2,18 @@
 import Glibc
 #endif
 import SluiceWire
+import CSluiceSys
 import SluicePolicy
 
 /// One tenant's share of the data-path poller: its QPs, served round robin,
-/// its deficit-round-robin credit (bytes of work plus a per-request
-/// overhead), its shaping state, and what it moved (for status).
+/// its deficit-round-robin credit (in the router's time), its shaping
+/// state, and what it moved (for status).
 final class TenantLane {
     let tenant: String
     let limiter: TenantRateLimiter
     var qps: [QueuePair] = []
     var cursor = 0
-    var deficit: Int64 = 0
+    var credit = LaneCredit()
     /// Admitted by the shaper (all time).
     var bytesMoved: UInt64 = 0
     var requests: UInt64 = 0
@@ -63,8 +64,11 @@ final class SoftwareFabric {
     private let inlineScratch = UnsafeMutableRawPointer.allocate(byteCount: Int(SLUICE_MAX_INLINE), alignment: 64)
     private var src: [(UnsafeRawPointer, Int)] = []
     private var dst: [(UnsafeMutableRawPointer, Int)] = []
-    /// What the request `execute` just completed cost the scheduler.
-    private var lastCost: Int64 = 0
+    /// The bytes of the request `execute` just handled (bounds its charge).
+    private var lastBytes: UInt64 = 0
+    private let clock = CycleClock.shared
+    private let quantumTicks: Int64
+    private let visitCapTicks: Int64
     /// Benchmark only (`--bench-no-enforcement`): no policy check, no
     /// shaping. Keys, bounds and access flags are still checked: they keep
     /// the router's own memory safe, and are not optional.
@@ -73,14 +77,21 @@ final class SoftwareFabric {
     /// Requests one QP may complete per visit, so a deep queue cannot hold
     /// the poller while other QPs of its tenant wait.
     static let burst = 16
-    /// The scheduler's quantum per unit of weight, in bytes of work.
-    static let quantum: Int64 = 64 << 10
-    /// What a request costs the scheduler beyond its bytes: the router's own
-    /// work per request (about what copying 1 KiB takes), so that a flood of
-    /// tiny requests is charged for the time it takes.
-    static let requestOverhead: Int64 = 1024
+    /// The scheduler's quantum per unit of weight: the router's time a
+    /// tenant gets per pass. Small, so that a quiet tenant's next request
+    /// waits at most a few of its neighbours' quanta (its latency), and large
+    /// enough that a pass's own overhead stays small beside it. Requests are
+    /// charged the time they took, so a flood of tiny requests, or of
+    /// requests made expensive on purpose, buys no more than its share.
+    static let quantumNanos: UInt64 = 2_000
+    /// The most one charge may cost: 50 µs plus 1 ns a byte (a copy at
+    /// 1 GB/s). A request the kernel preempted the router in the middle of
+    /// costs its tenant no more than that.
+    static let chargeCapNanos: UInt64 = 50_000
 
     init() {
+        quantumTicks = max(1, clock.ticks(nanos: SoftwareFabric.quantumNanos))
+        visitCapTicks = clock.ticks(nanos: SoftwareFabric.chargeCapNanos)
         src.reserveCapacity(Int(SLUICE_MAX_SGE))
         dst.reserveCapacity(Int(SLUICE_MAX_SGE))
     }
@@ -130,9 +141,8 @@ final class SoftwareFabric {
             let lane = lanes[(laneStart &+ i) % n]
             if lane.qps.isEmpty { continue }
             // One quantum per pass; unused credit does not pile up, debt
-            // (a request larger than the credit) is kept.
-            let q = SoftwareFabric.quantum * Int64(lane.limiter.weight)
-            lane.deficit = min(lane.deficit + q, q)
+            // (a request that took longer than the credit) is kept.
+            lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
             if serve(lane, now: now, router: router) { worked = true }
         }
         laneStart = laneStart &+ 1
@@ -145,8 +155,9 @@ final class SoftwareFabric {
         var worked = false
         var idle = 0
         var i = lane.cursor
+        lane.credit.start(CycleClock.now())
         while idle < lane.qps.count {
-            if lane.deficit <= 0 {
+            if lane.credit.exhausted {
                 // Out of credit with work left: the next pass goes on.
                 worked = true
                 break
@@ -160,6 +171,8 @@ final class SoftwareFabric {
             case .error: did = flush(qp)
             default: did = false
             }
+            // The visit's own cost (reading the rings, a flush) is the lane's.
+            lane.credit.charge(CycleClock.now(), cap: visitCapTicks)
             if did {
                 worked = true
                 idle = 0
@@ -201,7 +214,7 @@ final class SoftwareFabric {
     private func processSends(_ qp: QueuePair, _ lane: TenantLane, now: UInt64, router: Router) -> Bool {
         var did = false
         for _ in 0..<SoftwareFabric.burst {
-            if lane.deficit <= 0 { return did }
+            if lane.credit.exhausted { return did }
             if let s = qp.stall, now < s.retryAt { return did }
             let wqe: sluice_send_wqe
             if let held = qp.held {
@@ -215,17 +228,17 @@ final class SoftwareFabric {
                 if n == 0 { return did }
                 wqe = qp.copySendWQE(qp.sqCons)
             }
-            lastCost = SoftwareFabric.requestOverhead
-            switch execute(qp, wqe, now: now, router: router) {
+            lastBytes = 0
+            let outcome = execute(qp, wqe, now: now, router: router)
+            lane.credit.charge(CycleClock.now(), cap: Sys.saturatingAdd(UInt64(visitCapTicks), lastBytes &* clock.perMicrosecond / 1_000).clampedTicks)
+            switch outcome {
             case .completed:
                 qp.held = nil
                 qp.stall = nil
                 qp.paid = false
                 qp.session.allows &+= 1
-                lane.deficit -= lastCost
                 did = true
             case .failed:
-                lane.deficit -= lastCost
                 router.enter(qp, .error)
                 return true
             case .wait(let s):
@@ -306,7 +319,7 @@ final class SoftwareFabric {
             return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "atomic.length",
                         "an atomic's local buffer is \(total) bytes, not 8")
         }
-        lastCost = SoftwareFabric.requestOverhead + Int64(total)
+        lastBytes = total
 
         // Shaping: charged once per request, before it runs; one that does
         // not fit waits at the head of its queue (order kept, nothing dropped).
@@ -614,4 +627,8 @@ extension Router {
         log.record(event: "datapath", subject: qp.session.subject, verb: "post_send",
                    object: "qpn 0x\(String(qp.qpn, radix: 16))", decision: .deny, rule: rule, reason: reason)
     }
+}
+
+private extension UInt64 {
+    var clampedTicks: Int64 { Int64(clamping: self) }
 }
