@@ -49,9 +49,9 @@ struct CycleClock: Sendable {
 /// A tenant's deficit-round-robin credit, in counter ticks of the router's
 /// time. Each pass refills it by the tenant's quantum (unused credit is not
 /// banked, so an idle tenant cannot save up a burst); each charge takes
-/// off the time since the previous charge, so everything the router does
-/// for a lane — executing requests, checking them, scanning its idle QPs —
-/// is paid for by that lane. A request that overruns the credit leaves a
+/// off the time since the previous charge, so what the router does for a
+/// lane — executing its requests, checking them, completing them — is paid
+/// for by that lane. A request that overruns the credit leaves a
 /// debt, which later passes repay before the lane is served again.
 struct LaneCredit {
     private(set) var deficit: Int64 = 0

@@ -203,10 +203,13 @@ final class QueuePair {
     private(set) var state: QPState = .reset
     var attrs = QPAttributes()
     /// The QP this one is connected to, resolved by the router at RTR.
-    weak var peer: QueuePair?
+    /// Strong, like `claimedBy`: a weak reference gives every QP a side
+    /// table, and then each retain and release on the data path takes the
+    /// runtime's slow path. `Router.destroyQP` breaks both links.
+    var peer: QueuePair?
     /// The QP that connected to this one (its `peer` is this QP), so that
     /// no second QP can connect here while it is.
-    weak var claimedBy: QueuePair?
+    var claimedBy: QueuePair?
     /// What this QP may post to its peer: both tenants' policies, computed
     /// at connect and on reload, so a work request costs one AND.
     var allowedOperations: OperationSet = []

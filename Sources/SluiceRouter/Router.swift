@@ -456,8 +456,12 @@ public final class Router {
 
     func destroyQP(_ qp: QueuePair, in s: Session) {
         qp.destroyed = true
+        // Break the links both ways (they are strong): a QP connected to
+        // this one sees no peer, as if it had vanished from the fabric.
         if let p = qp.peer, p.claimedBy === qp { p.claimedBy = nil }
         qp.peer = nil
+        if let c = qp.claimedBy, c.peer === qp { c.peer = nil }
+        qp.claimedBy = nil
         s.qps.remove(qp.handle)
         qpsByNumber[qp.qpn] = nil
         fabric.remove(qp)

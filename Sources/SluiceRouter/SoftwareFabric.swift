@@ -14,6 +14,9 @@ final class TenantLane {
     var qps: [QueuePair] = []
     var cursor = 0
     var credit = LaneCredit()
+    /// The lane found nothing to do when last served: when it has work
+    /// again, it is served between busy lanes rather than at its turn.
+    var quiet = false
     /// Admitted by the shaper (all time).
     var bytesMoved: UInt64 = 0
     var requests: UInt64 = 0
@@ -83,11 +86,15 @@ final class SoftwareFabric {
     /// enough that a pass's own overhead stays small beside it. Requests are
     /// charged the time they took, so a flood of tiny requests, or of
     /// requests made expensive on purpose, buys no more than its share.
-    static let quantumNanos: UInt64 = 2_000
+    static let quantumNanos: UInt64 = 1_000
     /// The most one charge may cost: 50 µs plus 1 ns a byte (a copy at
     /// 1 GB/s). A request the kernel preempted the router in the middle of
     /// costs its tenant no more than that.
     static let chargeCapNanos: UInt64 = 50_000
+    /// Quiet lanes looked at between busy lanes: only those with at most
+    /// this many QPs, at most this many of them.
+    static let wokenLaneQPs = 4
+    static let wokenLanesPerSlice = 8
 
     init() {
         quantumTicks = max(1, clock.ticks(nanos: SoftwareFabric.quantumNanos))
@@ -143,9 +150,29 @@ final class SoftwareFabric {
             // One quantum per pass; unused credit does not pile up, debt
             // (a request that took longer than the credit) is kept.
             lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
-            if serve(lane, now: now, router: router) { worked = true }
+            if serve(lane, now: now, router: router) {
+                worked = true
+                if n > 1 && serveWoken(besides: lane, now: now, router: router) { worked = true }
+            }
         }
         laneStart = laneStart &+ 1
+        return worked
+    }
+
+    /// After a busy lane's slice, lanes that were quiet are looked at and
+    /// served if they have work: a tenant that posts one request at a time
+    /// (a ping-pong, an RPC) waits for one neighbour's slice, not for a
+    /// whole pass. It spends its own credit, so it gets no more than its
+    /// share; only lanes with few QPs qualify, and at most
+    /// `wokenLanesPerSlice` of them are looked at, so the look stays cheap.
+    private func serveWoken(besides busy: TenantLane, now: UInt64, router: Router) -> Bool {
+        var worked = false
+        var looked = 0
+        for lane in lanes where lane.quiet && lane !== busy && !lane.qps.isEmpty && lane.qps.count <= SoftwareFabric.wokenLaneQPs {
+            if serve(lane, now: now, router: router) { worked = true }
+            looked += 1
+            if looked == SoftwareFabric.wokenLanesPerSlice { break }
+        }
         return worked
     }
 
@@ -171,8 +198,16 @@ final class SoftwareFabric {
             case .error: did = flush(qp)
             default: did = false
             }
-            // The visit's own cost (reading the rings, a flush) is the lane's.
-            lane.credit.charge(CycleClock.now(), cap: visitCapTicks)
+            // A visit that did something is the lane's to pay for, rings and
+            // flushes included; looking at an idle QP is the router's own
+            // overhead (charging it could leave a lane of many idle QPs out
+            // of credit with nothing done, and the poller could not tell
+            // that from work waiting).
+            if did {
+                lane.credit.charge(CycleClock.now(), cap: visitCapTicks)
+            } else {
+                lane.credit.start(CycleClock.now())
+            }
             if did {
                 worked = true
                 idle = 0
@@ -181,6 +216,7 @@ final class SoftwareFabric {
             }
         }
         lane.cursor = lane.qps.isEmpty ? 0 : i % lane.qps.count
+        lane.quiet = !worked
         return worked
     }
 
@@ -397,7 +433,6 @@ final class SoftwareFabric {
             if total > 0 {
                 // The three refusals look the same to the tenant (no oracle
                 // for which part of a guess was right); the log tells them apart.
-                let range = "[0x\(String(w.remote_addr, radix: 16)), +\(total))"
                 guard let mr = peer.session.rkeys[w.rkey], mr.pd === peer.pd else {
                     return remoteAccessFault(qp, w, wcOpcode, router, now: now, rule: "rkey",
                                              "rkey 0x\(String(w.rkey, radix: 16)) does not exist in the peer QP's PD")
@@ -408,7 +443,7 @@ final class SoftwareFabric {
                 }
                 guard let p = mr.remote(w.remote_addr, total) else {
                     return remoteAccessFault(qp, w, wcOpcode, router, now: now, rule: "rkey.bounds",
-                                             "\(range) is outside the region of rkey 0x\(String(w.rkey, radix: 16))")
+                                             "[0x\(String(w.remote_addr, radix: 16)), +\(total)) is outside the region of rkey 0x\(String(w.rkey, radix: 16))")
                 }
                 if isAtomic {
                     // The mapping's alignment follows the region's iova, which
