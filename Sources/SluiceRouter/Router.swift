@@ -479,7 +479,7 @@ public final class Router {
     }
 
     /// A virtual key from the CSPRNG, unused in `table` and never 0.
-    func mintKey(unusedIn table: [UInt32: MemoryRegion]) -> UInt32 {
+    func mintKey(unusedIn table: KeyTable<MemoryRegion>) -> UInt32 {
         while true {
             let k = UInt32.random(in: 1...UInt32.max, using: &rng)
             if table[k] == nil { return k }

@@ -17,6 +17,10 @@ final class TenantLane {
     /// The lane found nothing to do when last served: when it has work
     /// again, it is served between busy lanes rather than at its turn.
     var quiet = false
+    /// What is left of the burst of the QP at `cursor`, when the lane's
+    /// credit ran out in the middle of it: the next pass resumes there, so
+    /// a lane's time goes to its work, not to laps over its idle QPs.
+    var carry = 0
     /// Admitted by the shaper (all time).
     var bytesMoved: UInt64 = 0
     var requests: UInt64 = 0
@@ -131,6 +135,7 @@ final class SoftwareFabric {
             positions[ObjectIdentifier(last)] = i
         }
         if let j = qp.lane.qps.firstIndex(where: { $0 === qp }) {
+            if j == qp.lane.cursor { qp.lane.carry = 0 }
             qp.lane.qps.remove(at: j)
             if qp.lane.cursor > j { qp.lane.cursor -= 1 }
         }
@@ -191,10 +196,11 @@ final class SoftwareFabric {
             }
             if i >= lane.qps.count { i = 0 }
             let qp = lane.qps[i]
-            i += 1
+            let budget = lane.carry > 0 ? lane.carry : SoftwareFabric.burst
+            lane.carry = 0
             let did: Bool
             switch qp.state {
-            case .rts: did = processSends(qp, lane, now: now, router: router)
+            case .rts: did = processSends(qp, lane, budget: budget, now: now, router: router)
             case .error: did = flush(qp)
             default: did = false
             }
@@ -208,6 +214,7 @@ final class SoftwareFabric {
             } else {
                 lane.credit.start(CycleClock.now())
             }
+            if lane.carry == 0 { i += 1 }
             if did {
                 worked = true
                 idle = 0
@@ -247,10 +254,14 @@ final class SoftwareFabric {
         case wait(Stall)
     }
 
-    private func processSends(_ qp: QueuePair, _ lane: TenantLane, now: UInt64, router: Router) -> Bool {
+    private func processSends(_ qp: QueuePair, _ lane: TenantLane, budget: Int, now: UInt64, router: Router) -> Bool {
         var did = false
-        for _ in 0..<SoftwareFabric.burst {
-            if lane.credit.exhausted { return did }
+        for k in 0..<budget {
+            if lane.credit.exhausted {
+                // Out of credit mid-burst: the rest of it is this QP's next.
+                if did { lane.carry = budget - k }
+                return did
+            }
             if let s = qp.stall, now < s.retryAt { return did }
             let wqe: sluice_send_wqe
             if let held = qp.held {
