@@ -127,7 +127,7 @@ public struct RateLimits: Equatable, Sendable {
     public var queuePair: RateLimit?
     /// `weight`: the tenant's weight in the router's deficit-round-robin
     /// data-path scheduler, 1...1000. When tenants compete for the router,
-    /// each gets a share of it proportional to its weight.
+    /// each gets a share of the router's time proportional to its weight.
     public var weight: Int
     /// `minimumRequestBytes`: the least a work request is charged in the byte
     /// buckets (its cost is `max(bytes, minimumRequestBytes)`), so floods of

@@ -60,8 +60,11 @@ final class MemoryRegion {
     var lkey: UInt32 = 0
     var rkey: UInt32 = 0
     /// The router's mapping of the covering pages, and where `addr` falls in it.
-    var mapping: SharedMapping
-    var pageOffset: Int
+    var mapping: SharedMapping { didSet { base = mapping.base + pageOffset } }
+    var pageOffset: Int { didSet { base = mapping.base + pageOffset } }
+    /// The router's address of `addr`: stored, so a work request's bounds
+    /// check does not also load the mapping object.
+    private(set) var base: UnsafeMutableRawPointer
     /// Set at deregistration: any reference still held (a queued operation)
     /// must fail, never touch memory.
     var dead = false
@@ -75,9 +78,9 @@ final class MemoryRegion {
         self.access = access
         self.mapping = mapping
         self.pageOffset = pageOffset
+        self.base = mapping.base + pageOffset
     }
 
-    var base: UnsafeMutableRawPointer { mapping.base + pageOffset }
     var writable: Bool { access & UInt32(SLUICE_ACCESS_LOCAL_WRITE) != 0 }
 
     /// Router pointer for tenant address range [a, a+len), if it lies inside
@@ -203,10 +206,13 @@ final class QueuePair {
     private(set) var state: QPState = .reset
     var attrs = QPAttributes()
     /// The QP this one is connected to, resolved by the router at RTR.
-    weak var peer: QueuePair?
+    /// Strong, like `claimedBy`: a weak reference gives every QP a side
+    /// table, and then each retain and release on the data path takes the
+    /// runtime's slow path. `Router.destroyQP` breaks both links.
+    var peer: QueuePair?
     /// The QP that connected to this one (its `peer` is this QP), so that
     /// no second QP can connect here while it is.
-    weak var claimedBy: QueuePair?
+    var claimedBy: QueuePair?
     /// What this QP may post to its peer: both tenants' policies, computed
     /// at connect and on reload, so a work request costs one AND.
     var allowedOperations: OperationSet = []

@@ -472,8 +472,12 @@ public final class Router {
 
     func destroyQP(_ qp: QueuePair, in s: Session) {
         qp.destroyed = true
+        // Break the links both ways (they are strong): a QP connected to
+        // this one sees no peer, as if it had vanished from the fabric.
         if let p = qp.peer, p.claimedBy === qp { p.claimedBy = nil }
         qp.peer = nil
+        if let c = qp.claimedBy, c.peer === qp { c.peer = nil }
+        qp.claimedBy = nil
         s.qps.remove(qp.handle)
         qpsByNumber[qp.qpn] = nil
         fabric.remove(qp)
@@ -491,7 +495,7 @@ public final class Router {
     }
 
     /// A virtual key from the CSPRNG, unused in `table` and never 0.
-    func mintKey(unusedIn table: [UInt32: MemoryRegion]) -> UInt32 {
+    func mintKey(unusedIn table: KeyTable<MemoryRegion>) -> UInt32 {
         while true {
             let k = UInt32.random(in: 1...UInt32.max, using: &rng)
             if table[k] == nil { return k }
@@ -670,7 +674,8 @@ public final class Router {
     }
 
     /// Per tenant: the rate it moved lately, how long shaping held it back,
-    /// what waits in its send queues, and its scheduler weight.
+    /// what waits in its send queues, its scheduler weight, and the data-path
+    /// time the router spent on it (what the scheduler shares out).
     func shapingStatus() -> [String: [String: Any]] {
         let now = Sys.monotonicNanos()
         var out: [String: [String: Any]] = [:]
@@ -683,6 +688,7 @@ public final class Router {
                 "throttledRequests": c.throttledRequests, "throttledSeconds": Double(c.throttledNanoseconds) / 1e9,
                 "controlVerbsThrottled": lane.limiter.controlVerbCounters.throttledRequests,
                 "queueDepth": lane.queueDepth, "queuePairs": lane.qps.count, "weight": lane.limiter.weight,
+                "routerSeconds": Double(CycleClock.shared.nanos(ticks: lane.credit.charged)) / 1e9,
             ]
         }
         return out

@@ -45,8 +45,8 @@ final class Session {
     var qps = HandleTable<QueuePair>()
     /// Virtual keys, valid only within this session (and for rkeys, only for
     /// a QP connected to one of this session's QPs in the MR's PD).
-    var lkeys: [UInt32: MemoryRegion] = [:]
-    var rkeys: [UInt32: MemoryRegion] = [:]
+    var lkeys = KeyTable<MemoryRegion>()
+    var rkeys = KeyTable<MemoryRegion>()
 
     init(id: UInt64, fd: Int32, tenant: String, pid: Int32, uid: UInt32, gid: UInt32,
          lid: UInt16, ipv4: UInt32) throws {

@@ -2,17 +2,25 @@
 import Glibc
 #endif
 import SluiceWire
+import CSluiceSys
 import SluicePolicy
 
 /// One tenant's share of the data-path poller: its QPs, served round robin,
-/// its deficit-round-robin credit (bytes of work plus a per-request
-/// overhead), its shaping state, and what it moved (for status).
+/// its deficit-round-robin credit (in the router's time), its shaping
+/// state, and what it moved (for status).
 final class TenantLane {
     let tenant: String
     let limiter: TenantRateLimiter
     var qps: [QueuePair] = []
     var cursor = 0
-    var deficit: Int64 = 0
+    var credit = LaneCredit()
+    /// The lane found nothing to do when last served: when it has work
+    /// again, it is served between busy lanes rather than at its turn.
+    var quiet = false
+    /// What is left of the burst of the QP at `cursor`, when the lane's
+    /// credit ran out in the middle of it: the next pass resumes there, so
+    /// a lane's time goes to its work, not to laps over its idle QPs.
+    var carry = 0
     /// Admitted by the shaper (all time).
     var bytesMoved: UInt64 = 0
     var requests: UInt64 = 0
@@ -63,8 +71,11 @@ final class SoftwareFabric {
     private let inlineScratch = UnsafeMutableRawPointer.allocate(byteCount: Int(SLUICE_MAX_INLINE), alignment: 64)
     private var src: [(UnsafeRawPointer, Int)] = []
     private var dst: [(UnsafeMutableRawPointer, Int)] = []
-    /// What the request `execute` just completed cost the scheduler.
-    private var lastCost: Int64 = 0
+    /// The bytes of the request `execute` just handled (bounds its charge).
+    private var lastBytes: UInt64 = 0
+    private let clock = CycleClock.shared
+    private let quantumTicks: Int64
+    private let visitCapTicks: Int64
     /// Benchmark only (`--bench-no-enforcement`): no policy check, no
     /// shaping. Keys, bounds and access flags are still checked: they keep
     /// the router's own memory safe, and are not optional.
@@ -73,14 +84,25 @@ final class SoftwareFabric {
     /// Requests one QP may complete per visit, so a deep queue cannot hold
     /// the poller while other QPs of its tenant wait.
     static let burst = 16
-    /// The scheduler's quantum per unit of weight, in bytes of work.
-    static let quantum: Int64 = 64 << 10
-    /// What a request costs the scheduler beyond its bytes: the router's own
-    /// work per request (about what copying 1 KiB takes), so that a flood of
-    /// tiny requests is charged for the time it takes.
-    static let requestOverhead: Int64 = 1024
+    /// The scheduler's quantum per unit of weight: the router's time a
+    /// tenant gets per pass. Small, so that a quiet tenant's next request
+    /// waits at most a few of its neighbours' quanta (its latency), and large
+    /// enough that a pass's own overhead stays small beside it. Requests are
+    /// charged the time they took, so a flood of tiny requests, or of
+    /// requests made expensive on purpose, buys no more than its share.
+    static let quantumNanos: UInt64 = 1_000
+    /// The most one charge may cost: 50 µs plus 1 ns a byte (a copy at
+    /// 1 GB/s). A request the kernel preempted the router in the middle of
+    /// costs its tenant no more than that.
+    static let chargeCapNanos: UInt64 = 50_000
+    /// Quiet lanes looked at between busy lanes: only those with at most
+    /// this many QPs, at most this many of them.
+    static let wokenLaneQPs = 4
+    static let wokenLanesPerSlice = 8
 
     init() {
+        quantumTicks = max(1, clock.ticks(nanos: SoftwareFabric.quantumNanos))
+        visitCapTicks = clock.ticks(nanos: SoftwareFabric.chargeCapNanos)
         src.reserveCapacity(Int(SLUICE_MAX_SGE))
         dst.reserveCapacity(Int(SLUICE_MAX_SGE))
     }
@@ -113,6 +135,7 @@ final class SoftwareFabric {
             positions[ObjectIdentifier(last)] = i
         }
         if let j = qp.lane.qps.firstIndex(where: { $0 === qp }) {
+            if j == qp.lane.cursor { qp.lane.carry = 0 }
             qp.lane.qps.remove(at: j)
             if qp.lane.cursor > j { qp.lane.cursor -= 1 }
         }
@@ -130,12 +153,31 @@ final class SoftwareFabric {
             let lane = lanes[(laneStart &+ i) % n]
             if lane.qps.isEmpty { continue }
             // One quantum per pass; unused credit does not pile up, debt
-            // (a request larger than the credit) is kept.
-            let q = SoftwareFabric.quantum * Int64(lane.limiter.weight)
-            lane.deficit = min(lane.deficit + q, q)
-            if serve(lane, now: now, router: router) { worked = true }
+            // (a request that took longer than the credit) is kept.
+            lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
+            if serve(lane, now: now, router: router) {
+                worked = true
+                if n > 1 && serveWoken(besides: lane, now: now, router: router) { worked = true }
+            }
         }
         laneStart = laneStart &+ 1
+        return worked
+    }
+
+    /// After a busy lane's slice, lanes that were quiet are looked at and
+    /// served if they have work: a tenant that posts one request at a time
+    /// (a ping-pong, an RPC) waits for one neighbour's slice, not for a
+    /// whole pass. It spends its own credit, so it gets no more than its
+    /// share; only lanes with few QPs qualify, and at most
+    /// `wokenLanesPerSlice` of them are looked at, so the look stays cheap.
+    private func serveWoken(besides busy: TenantLane, now: UInt64, router: Router) -> Bool {
+        var worked = false
+        var looked = 0
+        for lane in lanes where lane.quiet && lane !== busy && !lane.qps.isEmpty && lane.qps.count <= SoftwareFabric.wokenLaneQPs {
+            if serve(lane, now: now, router: router) { worked = true }
+            looked += 1
+            if looked == SoftwareFabric.wokenLanesPerSlice { break }
+        }
         return worked
     }
 
@@ -145,21 +187,34 @@ final class SoftwareFabric {
         var worked = false
         var idle = 0
         var i = lane.cursor
+        lane.credit.start(CycleClock.now())
         while idle < lane.qps.count {
-            if lane.deficit <= 0 {
+            if lane.credit.exhausted {
                 // Out of credit with work left: the next pass goes on.
                 worked = true
                 break
             }
             if i >= lane.qps.count { i = 0 }
             let qp = lane.qps[i]
-            i += 1
+            let budget = lane.carry > 0 ? lane.carry : SoftwareFabric.burst
+            lane.carry = 0
             let did: Bool
             switch qp.state {
-            case .rts: did = processSends(qp, lane, now: now, router: router)
+            case .rts: did = processSends(qp, lane, budget: budget, now: now, router: router)
             case .error: did = flush(qp)
             default: did = false
             }
+            // A visit that did something is the lane's to pay for, rings and
+            // flushes included; looking at an idle QP is the router's own
+            // overhead (charging it could leave a lane of many idle QPs out
+            // of credit with nothing done, and the poller could not tell
+            // that from work waiting).
+            if did {
+                lane.credit.charge(CycleClock.now(), cap: visitCapTicks)
+            } else {
+                lane.credit.start(CycleClock.now())
+            }
+            if lane.carry == 0 { i += 1 }
             if did {
                 worked = true
                 idle = 0
@@ -168,6 +223,7 @@ final class SoftwareFabric {
             }
         }
         lane.cursor = lane.qps.isEmpty ? 0 : i % lane.qps.count
+        lane.quiet = !worked
         return worked
     }
 
@@ -198,10 +254,14 @@ final class SoftwareFabric {
         case wait(Stall)
     }
 
-    private func processSends(_ qp: QueuePair, _ lane: TenantLane, now: UInt64, router: Router) -> Bool {
+    private func processSends(_ qp: QueuePair, _ lane: TenantLane, budget: Int, now: UInt64, router: Router) -> Bool {
         var did = false
-        for _ in 0..<SoftwareFabric.burst {
-            if lane.deficit <= 0 { return did }
+        for k in 0..<budget {
+            if lane.credit.exhausted {
+                // Out of credit mid-burst: the rest of it is this QP's next.
+                if did { lane.carry = budget - k }
+                return did
+            }
             if let s = qp.stall, now < s.retryAt { return did }
             let wqe: sluice_send_wqe
             if let held = qp.held {
@@ -215,17 +275,17 @@ final class SoftwareFabric {
                 if n == 0 { return did }
                 wqe = qp.copySendWQE(qp.sqCons)
             }
-            lastCost = SoftwareFabric.requestOverhead
-            switch execute(qp, wqe, now: now, router: router) {
+            lastBytes = 0
+            let outcome = execute(qp, wqe, now: now, router: router)
+            lane.credit.charge(CycleClock.now(), cap: Sys.saturatingAdd(UInt64(visitCapTicks), lastBytes &* clock.perMicrosecond / 1_000).clampedTicks)
+            switch outcome {
             case .completed:
                 qp.held = nil
                 qp.stall = nil
                 qp.paid = false
                 qp.session.allows &+= 1
-                lane.deficit -= lastCost
                 did = true
             case .failed:
-                lane.deficit -= lastCost
                 router.enter(qp, .error)
                 return true
             case .wait(let s):
@@ -306,7 +366,7 @@ final class SoftwareFabric {
             return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "atomic.length",
                         "an atomic's local buffer is \(total) bytes, not 8")
         }
-        lastCost = SoftwareFabric.requestOverhead + Int64(total)
+        lastBytes = total
 
         // Shaping: charged once per request, before it runs; one that does
         // not fit waits at the head of its queue (order kept, nothing dropped).
@@ -384,7 +444,6 @@ final class SoftwareFabric {
             if total > 0 {
                 // The three refusals look the same to the tenant (no oracle
                 // for which part of a guess was right); the log tells them apart.
-                let range = "[0x\(String(w.remote_addr, radix: 16)), +\(total))"
                 guard let mr = peer.session.rkeys[w.rkey], mr.pd === peer.pd else {
                     return remoteAccessFault(qp, w, wcOpcode, router, now: now, rule: "rkey",
                                              "rkey 0x\(String(w.rkey, radix: 16)) does not exist in the peer QP's PD")
@@ -395,7 +454,7 @@ final class SoftwareFabric {
                 }
                 guard let p = mr.remote(w.remote_addr, total) else {
                     return remoteAccessFault(qp, w, wcOpcode, router, now: now, rule: "rkey.bounds",
-                                             "\(range) is outside the region of rkey 0x\(String(w.rkey, radix: 16))")
+                                             "[0x\(String(w.remote_addr, radix: 16)), +\(total)) is outside the region of rkey 0x\(String(w.rkey, radix: 16))")
                 }
                 if isAtomic {
                     // The mapping's alignment follows the region's iova, which
@@ -614,4 +673,8 @@ extension Router {
         log.record(event: "datapath", subject: qp.session.subject, verb: "post_send",
                    object: "qpn 0x\(String(qp.qpn, radix: 16))", decision: .deny, rule: rule, reason: reason)
     }
+}
+
+private extension UInt64 {
+    var clampedTicks: Int64 { Int64(clamping: self) }
 }

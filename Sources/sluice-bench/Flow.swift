@@ -53,10 +53,11 @@ struct FlowShape: Equatable {
     /// that on a machine with few cores it does not hold the core the
     /// router needs to make progress.
     var yieldWhenIdle = true
-    /// Instead of yielding, sleep this long when idle (0: yield). For
-    /// flooders with queues deep enough to keep the router busy while they
-    /// sleep: they then leave the cores to the router, and the CPU
-    /// scheduler's favour does not decide their share.
+    /// Instead of yielding, sleep this long when idle or when every queue
+    /// is still at least half full (0: yield). For flooders with queues deep
+    /// enough to keep the router busy while they sleep: they then leave the
+    /// cores to the router and the other tenants, and the CPU scheduler's
+    /// favour does not decide their share.
     var idleSleepMicros = 0
 
     var effectiveSlots: Int { slots > 0 ? slots : window }
@@ -376,8 +377,14 @@ final class FlowDriver {
                 if p.completed < p.stopAt { allDrained = false }
             }
             if stopping && allDrained { return }
+            // A sleeping flooder tops its queues up and sleeps while they
+            // are still at least half full: the router stays saturated and
+            // the flooder's own CPU time stays small.
+            let deep = shape.idleSleepMicros > 0 && !stopping
+                && pairs.allSatisfy { $0.posted - $0.completed >= window / 2 || $0.posted >= $0.stopAt }
             if progressed {
                 watch.progressed()
+                if deep { usleep(useconds_t(shape.idleSleepMicros)) }
             } else {
                 try watch.idle(waitingFor: "completions of a \(shape.encoded) flow")
                 if shape.idleSleepMicros > 0 {

@@ -42,6 +42,10 @@ struct IsolationPlans {
     var floodSleepMicros: Int
     /// One variant per limit: both noisy tenants held to that many operations a second.
     var noisyLimits: [UInt64]
+    /// The bandwidth policy of the victim measured "within its policy
+    /// share": below a third of what the router moves alone, so that with
+    /// three equal-weight tenants backlogged its share covers it.
+    var victimShareBits: UInt64 = 48_000_000_000
     /// Issue 6, fairness and overhead.
     var fairness: WindowPlan
     var fairQPs: Int
@@ -59,7 +63,7 @@ struct IsolationPlans {
         shapingBurstSeconds: 0.01,
         victimLatency: LatencyPlan(warmup: 500, iterations: 20_000, maxSeconds: 0.5, maxWarmupSeconds: 0.1),
         victimStream: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.5),
-        noisySettleSeconds: 0.2, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 50, noisyLimits: [1_000_000, 100_000],
+        noisySettleSeconds: 0.2, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 1000, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
         fairQPs: 4,
         overhead: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2), overheadRounds: 5)
@@ -73,7 +77,7 @@ struct IsolationPlans {
         shapingBurstSeconds: 0.01,
         victimLatency: LatencyPlan(warmup: 5_000, iterations: 100_000, maxSeconds: 3, maxWarmupSeconds: 0.5),
         victimStream: WindowPlan(settleSeconds: 0.5, windowSeconds: 3),
-        noisySettleSeconds: 0.5, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 50, noisyLimits: [1_000_000, 100_000],
+        noisySettleSeconds: 0.5, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 1000, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 1, windowSeconds: 5),
         fairQPs: 4,
         overhead: WindowPlan(settleSeconds: 0.3, windowSeconds: 1), overheadRounds: 7)
@@ -101,6 +105,7 @@ final class IsolationSuite {
     static let open = "open"
     static let high = "high"
     static let victim = "victim"
+    static let victimShare = "victim-share"
     static let noisy = ["noisy-a", "noisy-b"]
     static func noisyLimited(_ limit: UInt64) -> [String] {
         let rate = BenchTenant.operations(limit).replacingOccurrences(of: "/s", with: "").lowercased()
@@ -116,7 +121,8 @@ final class IsolationSuite {
         self.plans = plans
         var list = [BenchTenant(name: Self.open),
                     BenchTenant(name: Self.high, bitsPerSecond: 1_000_000_000_000, operationsPerSecond: 1_000_000_000),
-                    BenchTenant(name: Self.victim)]
+                    BenchTenant(name: Self.victim),
+                    BenchTenant(name: Self.victimShare, bitsPerSecond: plans.victimShareBits).withBurst(seconds: plans.shapingBurstSeconds)]
         list += Self.noisy.map { BenchTenant(name: $0) }
         for limit in plans.noisyLimits {
             list += Self.noisyLimited(limit).map { BenchTenant(name: $0, operationsPerSecond: limit) }
@@ -431,13 +437,13 @@ final class IsolationSuite {
         let routerCPU: Double?
     }
 
-    private func victimRun(noisy: [FlowHandle] = []) throws -> VictimRun {
+    private func victimRun(_ victim: String = IsolationSuite.victim, noisy: [FlowHandle] = []) throws -> VictimRun {
         let a = try Flows.sample(noisy)
         let cpu0 = ProcessCPU.nanos(pid: router.pid)
         let t0 = monotonicNanos()
-        let (latency, _) = try SluiceMeasurements.sendPingPong(socket: router.socket(for: Self.victim), plan: plans.victimLatency,
+        let (latency, _) = try SluiceMeasurements.sendPingPong(socket: router.socket(for: victim), plan: plans.victimLatency,
                                                                yieldWhenIdle: true)
-        let (stream, _) = try runFlow(router, Self.victim, FlowShape(ops: [.write], messageBytes: 64 << 10, window: 16), plans.victimStream)
+        let (stream, _) = try runFlow(router, victim, FlowShape(ops: [.write], messageBytes: 64 << 10, window: 16), plans.victimStream)
         let cpu1 = ProcessCPU.nanos(pid: router.pid)
         let t1 = monotonicNanos()
         let b = try Flows.sample(noisy)
@@ -452,14 +458,14 @@ final class IsolationSuite {
         return s
     }
 
-    private func victimBesideNoise(_ noisyTenants: [String]) throws -> VictimRun {
+    private func victimBesideNoise(_ noisyTenants: [String], victim: String = IsolationSuite.victim) throws -> VictimRun {
         var flows: [WorkerFlow] = []
         do {
             for t in noisyTenants { flows.append(try worker(t, noisyShape)) }
             for f in flows { try f.waitReady(timeoutSeconds: 60) }
             Flows.go(flows)
             try Flows.sleep(plans.noisySettleSeconds, watching: flows)
-            let run = try victimRun(noisy: flows)
+            let run = try victimRun(victim, noisy: flows)
             try Flows.finish(flows)
             return run
         } catch {
@@ -484,6 +490,19 @@ final class IsolationSuite {
         case .failure(let e):
             table.addFailure("victim alone", Self.firstLine(e))
         }
+        // Within its policy share: the same victim held by its own policy
+        // to a rate its equal-weight share of the router covers.
+        let share = BenchTenant.bandwidth(plans.victimShareBits)
+        var shareSolo: (LatencySummary, FlowRate)?
+        switch measure("victim at \(share) alone", on: router, { try victimRun(Self.victimShare) }) {
+        case .success(let v):
+            shareSolo = (v.latency, v.stream)
+            table.add("victim at \(share), alone", [Format.micros(v.latency.p50), Format.micros(v.latency.p99), "1.00",
+                                                    Format.gbps(v.stream.gigabytesPerSecond), "1.00", "-", cpu(v.routerCPU)])
+            figures += victimFigures("sluice-victim-share-alone", v.latency, v.stream, solo: nil, noisy: [], routerCPU: v.routerCPU)
+        case .failure(let e):
+            table.addFailure("victim at \(share), alone", Self.firstLine(e))
+        }
         let variants = [(Self.noisy, "no limits", "sluice-victim-noisy-unlimited")]
             + plans.noisyLimits.map { (Self.noisyLimited($0), "\(BenchTenant.operations($0)) each", "sluice-victim-noisy-\($0)ops") }
         for (tenants, what, system) in variants {
@@ -500,11 +519,29 @@ final class IsolationSuite {
                 table.addFailure(label, Self.firstLine(e))
             }
         }
+        for (tenants, what, system) in variants {
+            let label = "victim at \(share) + 2 noisy, \(what)"
+            let solo = shareSolo
+            switch measure("victim at \(share) beside 2 noisy tenants, \(what)", on: router,
+                           { try victimBesideNoise(tenants, victim: Self.victimShare) }) {
+            case .success(let v):
+                let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
+                let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
+                let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
+                table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
+                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
+                figures += victimFigures(system.replacingOccurrences(of: "sluice-victim-", with: "sluice-victim-share-"), v.latency, v.stream,
+                                         solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
+            case .failure(let e):
+                table.addFailure(label, Self.firstLine(e))
+            }
+        }
+        table.addNote("victim at \(share): tenant \(Self.victimShare), rateLimits.tenant.bandwidth \(share) (weight 1, like the noisy tenants): the victim within its policy share; x solo compares with its own row alone")
         table.addNote("victim: 8 B SEND ping-pong round trip (two sessions, pollers yield when idle), then a 64 KiB WRITE stream (16 in flight), tenant \(Self.victim), no rateLimits")
         table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled; Kops/s: each one's rate while the victim ran")
         table.addNote("N/s each: both noisy tenants' policies set rateLimits.tenant.operations to N (burst: the default, 0.1 s)")
         table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone; router CPU %: of one core, while the victim ran")
-        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs when their queues are full")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs whenever their queues are at least half full (the router stays saturated; CPU isolation between tenant processes is the kernel's, e.g. cgroups)")
         return table
     }
 
@@ -601,7 +638,7 @@ final class IsolationSuite {
         }
         table.addNote("each tenant its own process: 8 B WRITEs on \(plans.fairQPs) QPs, \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled, no rateLimits (weight 1); counted over \(plan.windowSeconds) s after \(plan.settleSeconds) s")
         table.addNote("CPU %: of one core, user + system, over the same window (/proc/<pid>/stat)")
-        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller and three flooding processes share them; a flooder whose queues are full sleeps \(plans.floodSleepMicros) µs, its queues holding the router's work meanwhile")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller and three flooding processes share them; a flooder whose queues are at least half full sleeps \(plans.floodSleepMicros) µs, its queues holding the router's work meanwhile")
         return table
     }
 

@@ -9,6 +9,30 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/*
+ * A cheap, monotonic cycle counter for charging the data-path scheduler in
+ * the router's own time: the TSC on x86-64, the virtual counter on AArch64,
+ * CLOCK_MONOTONIC nanoseconds elsewhere. Units differ per machine; the
+ * router calibrates them against CLOCK_MONOTONIC at start-up.
+ */
+#include <time.h>
+static inline uint64_t sluice_cycles(void)
+{
+#if defined(__x86_64__)
+	uint32_t lo, hi;
+	__asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+#elif defined(__aarch64__)
+	uint64_t v;
+	__asm__ __volatile__("mrs %0, cntvct_el0" : "=r"(v));
+	return v;
+#else
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+}
+
 /* sendmsg() of one datagram with up to 8 fds attached (MSG_NOSIGNAL). */
 ssize_t sluice_send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
 
