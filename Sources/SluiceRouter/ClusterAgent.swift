@@ -47,10 +47,20 @@ final class ClusterAgent {
     /// Fabric frames received with nothing to take them yet (issue 9's
     /// data path is the next step): counted, not acted on.
     private(set) var unhandledFrames = 0
+    /// Fabric frames for the router (requests and responses between QPs).
+    var onFrame: ((String, LinkFrame.Frame) -> Void)?
+    /// The routers in the directory now (after a change).
+    var onRoutersChanged: ((Set<String>) -> Void)?
     /// The policy files last applied from etcd, so an unchanged set is not applied twice.
     private var appliedPolicies: [String: String]?
 
     var directory: ClusterDirectory { (staticDirectory as ClusterDirectory?) ?? etcd! }
+
+    /// This router's own entry, also before etcd lists it.
+    var ownEntry: RouterEntry? {
+        if case .etcd(_, _, let entry) = config.directory { return entry }
+        return staticDirectory?.router(named: config.name)
+    }
 
     init(_ config: ClusterConfig, log: EventLog) throws {
         self.config = config
@@ -100,8 +110,8 @@ final class ClusterAgent {
             } else {
                 log.record(event: "fabric.link.down", reason: reason, fields: ["peer": peer ?? "unknown", "address": address])
             }
-        case .frame:
-            unhandledFrames += 1
+        case .frame(let peer, let f):
+            if let h = onFrame { h(peer, f) } else { unhandledFrames += 1 }
         }
     }
 
@@ -115,6 +125,8 @@ final class ClusterAgent {
         guard let etcd else { return nil }
         etcd.drainNotifications()
         node.setPeers(etcd.addresses)
+        // Only once etcd was read: before that, an empty list means nothing.
+        if etcd.hasSynced { onRoutersChanged?(Set(etcd.routers.map(\.name))) }
         guard config.policiesFromEtcd else { return nil }
         let texts = etcd.policies
         guard !texts.isEmpty, texts != appliedPolicies else { return nil }

@@ -359,7 +359,15 @@ extension Router {
         if mask.contains(.maxDestRdAtomic) { attrs.maxDestRdAtomic = min(a.max_dest_rd_atomic, 16) }
         var peer: QueuePair? = qp.peer
         var rule: String?
-        if mask.contains(.av) || mask.contains(.destQPN) {
+        // A destination the cluster directory gives to another router.
+        let remote = mask.contains(.av) || mask.contains(.destQPN) ? try remoteDestination(s, ah: a.ah, destQPN: a.dest_qp_num) : qp.remote
+        if let r = remote, mask.contains(.av) || mask.contains(.destQPN) {
+            try checkQuarantine(s)
+            peer = nil
+            rule = "fabric.\(r.router)"
+            attrs.ah = a.ah
+            attrs.destQPN = a.dest_qp_num
+        } else if mask.contains(.av) || mask.contains(.destQPN) {
             try checkQuarantine(s)
             let p = try resolvePeer(s, qp, ah: a.ah, destQPN: a.dest_qp_num)
             let decision = engine.connect(from: s.tenant, to: p.session.tenant)
@@ -393,6 +401,8 @@ extension Router {
         if let peer {
             qp.allowedOperations = engine.connectionOperations(from: s.tenant, to: peer.session.tenant)
         }
+        qp.remote = remote
+        if remote != nil { qp.allowedOperations = remoteOperations(s) }
         if target != qp.state || mask.contains(.state) {
             enter(qp, target)
         }
@@ -432,6 +442,7 @@ extension Router {
             // Everything posted is discarded without completions.
             if let p = qp.peer, p.claimedBy === qp { p.claimedBy = nil }
             qp.peer = nil
+            qp.remote = nil
             qp.allowedOperations = []
             if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
@@ -443,6 +454,8 @@ extension Router {
             sluice_store_release(&qp.shared.pointee.sq.cons, qp.sqCons)
             sluice_store_release(&qp.shared.pointee.rq.cons, qp.rqCons)
         case .error:
+            qp.remote?.inFlight = nil
+            qp.remote?.arrived = nil
             if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
             qp.held = nil

@@ -216,6 +216,9 @@ final class QueuePair {
     /// What this QP may post to its peer: both tenants' policies, computed
     /// at connect and on reload, so a work request costs one AND.
     var allowedOperations: OperationSet = []
+    /// Many hosts: the QP on another router this one is connected to
+    /// (instead of `peer`), resolved at RTR from the cluster directory.
+    var remote: RemotePeer?
     var destroyed = false
     /// When a remote access of this QP last failed (key-guessing detector).
     var lastRemoteFault: UInt64?

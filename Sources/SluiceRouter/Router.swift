@@ -115,6 +115,8 @@ public final class Router {
         if let c = config.cluster {
             let agent = try ClusterAgent(c, log: log)
             cluster = agent
+            agent.onFrame = { [unowned self] in self.handleFabricFrame(from: $0, $1) }
+            agent.onRoutersChanged = { [unowned self] in self.failQPsOfRoutersGone($0) }
             try watch(agent.pollFD, Router.tag(.cluster, 0))
             if let fd = agent.notifyFD { try watch(fd, Router.tag(.cluster, 1)) }
         }
@@ -379,6 +381,7 @@ public final class Router {
     private func allocateEndpoint(tenant: String) -> (UInt16, UInt32)? {
         // Random, not sequential: an address says nothing about its
         // neighbours, nor how many endpoints the router serves.
+        if let c = cluster { return allocateClusterEndpoint(tenant: tenant, c) }
         guard endpointsByLID.count < 0xbfff else { return nil }
         var lid: UInt16 = 0
         repeat { lid = UInt16.random(in: 1...0xbfff, using: &rng) } while endpointsByLID[lid] != nil

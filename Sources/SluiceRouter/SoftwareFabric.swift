@@ -378,6 +378,8 @@ final class SoftwareFabric {
             qp.lane.requests &+= 1
         }
 
+        // A QP on another router (many hosts): over the fabric link.
+        if qp.remote != nil { return router.executeRemote(qp, w, wcOpcode, total: total, gather: src, enforcement: enforcement, now: now) }
         // The connection: only the QP the router resolved at RTR, and only
         // while it is connected back to this one.
         guard let peer = qp.peer, !peer.destroyed, peer.state == .rtr || peer.state == .rts, peer.peer === qp else {

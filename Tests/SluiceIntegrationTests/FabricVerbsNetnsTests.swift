@@ -1,0 +1,222 @@
+import Foundation
+import SluiceVerbs
+import XCTest
+
+/// RC traffic between routers on two hosts (namespaces): this process is a
+/// tenant of both routers (their sockets are files, reachable from any
+/// namespace), and every byte it moves crosses the fabric link over veth.
+final class FabricVerbsNetnsTests: XCTestCase {
+    var lab: NetnsLab!
+    var dir: String!
+    var routers: [RouterProcess] = []
+
+    let rw = ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue | IBV_ACCESS_REMOTE_READ.rawValue
+        | IBV_ACCESS_REMOTE_ATOMIC.rawValue)
+
+    override func setUpWithError() throws {
+        lab = try NetnsLab(hosts: 2)
+        let l = lab!
+        addTeardownBlock { l.teardown() }
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-fv-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let d = dir!
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: d) }
+        var yaml = "apiVersion: sluice/v1\nkind: Cluster\nspec:\n  routers:\n"
+        for i in 0..<2 {
+            yaml += "    - name: host-\(i)\n      fabric: \(lab.address(i)):7470\n      lids: [\(1 + 1000 * i)-\(1000 + 1000 * i)]\n      addresses: [10.77.\(i).0/24]\n"
+        }
+        try yaml.write(toFile: dir + "/cluster.yaml", atomically: true, encoding: .utf8)
+        FileManager.default.createFile(atPath: dir + "/cluster.key", contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
+                                       attributes: [.posixPermissions: 0o600])
+        let policies = ["alpha": RouterProcess.permissive("alpha"), "mallory": RouterProcess.permissive("mallory")]
+        for i in 0..<2 {
+            let r = try RouterProcess(policies: policies,
+                                      extraArguments: ["--cluster-key", dir + "/cluster.key", "--router-name", "host-\(i)",
+                                                       "--cluster-file", dir + "/cluster.yaml"],
+                                      launcher: lab.inHost(i, []))
+            lab.adopt(r.process)
+            routers.append(r)
+        }
+        let end = Date().addingTimeInterval(15)
+        func up(_ r: RouterProcess, _ p: String) -> Bool {
+            ((((try? r.status())?["cluster"] as? [String: Any])?["peers"] as? [String: [String: Any]])?[p]?["state"] as? String) == "up"
+        }
+        while Date() < end && !(up(routers[0], "host-1") && up(routers[1], "host-0")) { usleep(50_000) }
+        XCTAssert(up(routers[0], "host-1"), "the routers did not link")
+    }
+
+    override func tearDown() {
+        routers = []
+        lab = nil
+    }
+
+    func endpoints() throws -> (VerbsEndpoint, VerbsEndpoint) {
+        (try VerbsEndpoint(socket: routers[0].socket("alpha")), try VerbsEndpoint(socket: routers[1].socket("alpha")))
+    }
+
+    func testSessionsGetTheirRoutersOwnLIDsAndAddresses() throws {
+        let (a, b) = try endpoints()
+        XCTAssert((1...1000).contains(a.lid), "\(a.lid)")
+        XCTAssert((1001...2000).contains(b.lid), "\(b.lid)")
+        withUnsafeBytes(of: a.gid) { XCTAssertEqual(Array($0[10..<14]), [0xff, 0xff, 10, 77]); XCTAssertEqual($0[14], 0) }
+        withUnsafeBytes(of: b.gid) { XCTAssertEqual($0[14], 1) }
+    }
+
+    func crossHostOperations(useGID: Bool) throws {
+        let (a, b) = try endpoints()
+        let qa = try a.createQP(), qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw, useGID: useGID)
+        try b.connect(qb, to: qa, of: a, access: rw, useGID: useGID)
+        let abuf = TestBuffer(pages: 64), bbuf = TestBuffer(pages: 64)
+        let amr = try a.register(abuf.base, abuf.size, rw), bmr = try b.register(bbuf.base, bbuf.size, rw)
+
+        // WRITE a → b, 100 KiB at an odd offset.
+        let n = 100_000
+        abuf.fill(3, n, seed: 11)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(abuf.base + 3, n, amr)], remote: (addr(bbuf.base + 5), bmr.pointee.rkey))
+        var wc = a.poll(1)
+        XCTAssertEqual(wc.first?.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(wc.first?.opcode, IBV_WC_RDMA_WRITE)
+        XCTAssertEqual(bbuf.bytes(5, n), abuf.bytes(3, n), "the written bytes arrived on the other host")
+
+        // READ b → a.
+        bbuf.fill(200_000, 5000, seed: 99)
+        try a.postSend(qa, id: 2, IBV_WR_RDMA_READ, [sge(abuf.base + 150_000, 5000, amr)], remote: (addr(bbuf.base + 200_000), bmr.pointee.rkey))
+        wc = a.poll(1)
+        XCTAssertEqual(wc.first?.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(wc.first?.byte_len, 5000)
+        XCTAssertEqual(abuf.bytes(150_000, 5000), bbuf.bytes(200_000, 5000), "the READ response flowed back")
+
+        // SEND b → a, into a posted receive; and WRITE_WITH_IMM.
+        try a.postRecv(qa, id: 10, [sge(abuf.base + 180_000, 4096, amr)])
+        bbuf.fill(100, 3000, seed: 5)
+        try b.postSend(qb, id: 3, IBV_WR_SEND, [sge(bbuf.base + 100, 3000, bmr)])
+        XCTAssertEqual(b.poll(1).first?.status, IBV_WC_SUCCESS)
+        wc = a.poll(1)
+        XCTAssertEqual(wc.first?.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(wc.first?.opcode, IBV_WC_RECV)
+        XCTAssertEqual(wc.first?.byte_len, 3000)
+        XCTAssertEqual(wc.first?.src_qp, qb.pointee.qp_num)
+        XCTAssertEqual(abuf.bytes(180_000, 3000), bbuf.bytes(100, 3000))
+        try a.postRecv(qa, id: 11, [])
+        try b.postSend(qb, id: 4, IBV_WR_RDMA_WRITE_WITH_IMM, [sge(bbuf.base, 64, bmr)], remote: (addr(abuf.base + 190_000), amr.pointee.rkey), imm: 0xfeed)
+        XCTAssertEqual(b.poll(1).first?.status, IBV_WC_SUCCESS)
+        wc = a.poll(1)
+        XCTAssertEqual(wc.first?.opcode, IBV_WC_RECV_RDMA_WITH_IMM)
+        XCTAssertEqual(wc.first.map { UInt32(bigEndian: $0.imm_data) }, 0xfeed)
+        XCTAssertEqual(abuf.bytes(190_000, 64), bbuf.bytes(0, 64))
+
+        // Atomics on b's memory from a.
+        let word = bbuf.base + 8192
+        word.storeBytes(of: UInt64(40), as: UInt64.self)
+        var wr = ibv_send_wr()
+        var s = sge(abuf.base + 240_000, 8, amr)
+        wr.wr_id = 5
+        wr.opcode = IBV_WR_ATOMIC_FETCH_AND_ADD
+        wr.send_flags = IBV_SEND_SIGNALED.rawValue
+        wr.num_sge = 1
+        wr.wr.atomic.remote_addr = addr(word)
+        wr.wr.atomic.rkey = bmr.pointee.rkey
+        wr.wr.atomic.compare_add = 2
+        var bad: UnsafeMutablePointer<ibv_send_wr>?
+        withUnsafeMutablePointer(to: &s) { sp in
+            wr.sg_list = sp
+            XCTAssertEqual(ibv_post_send(qa, &wr, &bad), 0)
+            XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS)
+            XCTAssertEqual((abuf.base + 240_000).load(as: UInt64.self), 40, "fetch-and-add returns the old value")
+            XCTAssertEqual(word.load(as: UInt64.self), 42)
+            wr.wr_id = 6
+            wr.opcode = IBV_WR_ATOMIC_CMP_AND_SWP
+            wr.wr.atomic.compare_add = 42
+            wr.wr.atomic.swap = 7
+            XCTAssertEqual(ibv_post_send(qa, &wr, &bad), 0)
+            XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS)
+            XCTAssertEqual(word.load(as: UInt64.self), 7)
+        }
+
+        // Order per QP: many small WRITEs in a row to the same place, then a READ sees the last.
+        for i in 0..<50 {
+            (abuf.base + 4096 * 10).storeBytes(of: UInt32(i), as: UInt32.self)
+            abuf.fill(4096 * 11 + i * 4, 4, seed: UInt8(i))
+            try a.postSend(qa, id: 100 + UInt64(i), IBV_WR_RDMA_WRITE, [sge(abuf.base + 4096 * 11 + i * 4, 4, amr)],
+                           flags: i == 49 ? IBV_SEND_SIGNALED : ibv_send_flags(0), remote: (addr(bbuf.base + 4096 * 20 + i * 4), bmr.pointee.rkey))
+        }
+        wc = a.poll(1)
+        XCTAssertEqual(wc.first?.wr_id, 149)
+        XCTAssertEqual(bbuf.bytes(4096 * 20, 200), abuf.bytes(4096 * 11, 200))
+    }
+
+    func testWriteReadSendAndAtomicsAcrossHostsByLID() throws { try crossHostOperations(useGID: false) }
+
+    func testWriteReadSendAndAtomicsAcrossHostsByGID() throws { try crossHostOperations(useGID: true) }
+
+    func testTheTargetRouterRefusesBadKeysAndBoundsWithRemoteAccessErrors() throws {
+        let (a, b) = try endpoints()
+        let qa = try a.createQP(), qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let abuf = TestBuffer(pages: 2), bbuf = TestBuffer(pages: 2)
+        bbuf.fill(0, bbuf.size, seed: 77)
+        let before = bbuf.bytes(0, bbuf.size)
+        let amr = try a.register(abuf.base, abuf.size, rw), bmr = try b.register(bbuf.base, 4096, rw)
+        // Out of bounds by one byte: refused at the target, QP to ERR.
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(abuf.base, 16, amr)], remote: (addr(bbuf.base + 4096 - 15), bmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_REM_ACCESS_ERR)
+        XCTAssertEqual(bbuf.bytes(0, bbuf.size), before)
+        let denied = routers[1].auditRecords().filter { $0["event"] as? String == "datapath" && $0["rule"] as? String == "rkey.bounds" }
+        XCTAssertEqual(denied.count, 1, "the target router recorded the refusal")
+        // A guessed key, on a fresh connection.
+        let qa2 = try a.createQP(), qb2 = try b.createQP()
+        try a.connect(qa2, to: qb2, of: b, access: rw)
+        try b.connect(qb2, to: qa2, of: a, access: rw)
+        try a.postSend(qa2, id: 2, IBV_WR_RDMA_READ, [sge(abuf.base, 16, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey ^ 0x5a5a))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_REM_ACCESS_ERR)
+        XCTAssertEqual(abuf.bytes(0, 16), [UInt8](repeating: 0, count: 16), "nothing was read")
+    }
+
+    func testAQPHijackAcrossHostsGetsNoAnswerAndTouchesNothing() throws {
+        // The victim pair (alpha on both hosts), and mallory on host 0
+        // pointing a QP at the victim's QP on host 1.
+        let (a, b) = try endpoints()
+        let m = try VerbsEndpoint(socket: routers[0].socket("mallory"))
+        let qa = try a.createQP(), qb = try b.createQP(), qm = try m.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        try m.connect(qm, to: qb, of: b, access: rw, retryCount: 2, timeout: 10)
+        let bbuf = TestBuffer(pages: 1), mbuf = TestBuffer(pages: 1)
+        bbuf.fill(0, 4096, seed: 1)
+        let before = bbuf.bytes(0, 4096)
+        let bmr = try b.register(bbuf.base, 4096, rw), mmr = try m.register(mbuf.base, 4096, rw)
+        // Mallory even knows the right rkey: the target still refuses, as
+        // its QP is connected to alpha's QP, not hers.
+        let t0 = Date()
+        try m.postSend(qm, id: 1, IBV_WR_RDMA_WRITE, [sge(mbuf.base, 64, mmr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        let wc = m.poll(1, seconds: 10)
+        XCTAssertEqual(wc.first?.status, IBV_WC_RETRY_EXC_ERR)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 5)
+        XCTAssertEqual(bbuf.bytes(0, 4096), before)
+        XCTAssert(routers[1].auditRecords().contains { $0["event"] as? String == "fabric.request" && $0["rule"] as? String == "fabric.connection" })
+    }
+
+    func testKillingTheRemoteRouterFailsQPsWithRetryExceededWithinTheirTimeout() throws {
+        let (a, b) = try endpoints()
+        let qa = try a.createQP(), qb = try b.createQP()
+        // timeout 12: 16.8 ms per try, retry_cnt 3: about 70 ms in all.
+        try a.connect(qa, to: qb, of: b, access: rw, retryCount: 3, timeout: 12)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let abuf = TestBuffer(pages: 1), bbuf = TestBuffer(pages: 1)
+        let amr = try a.register(abuf.base, 4096, rw), bmr = try b.register(bbuf.base, 4096, rw)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(abuf.base, 8, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS)
+        kill(routers[1].process.processIdentifier, SIGKILL)
+        routers[1].process.waitUntilExit()
+        let t0 = Date()
+        try a.postSend(qa, id: 2, IBV_WR_RDMA_WRITE, [sge(abuf.base, 8, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        try a.postSend(qa, id: 3, IBV_WR_RDMA_WRITE, [sge(abuf.base, 8, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        let wc = a.poll(2, seconds: 10)
+        XCTAssertEqual(wc.map(\.status), [IBV_WC_RETRY_EXC_ERR, IBV_WC_WR_FLUSH_ERR])
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2, "never a hang: within the QP's timeout × retries (plus scheduling)")
+        XCTAssertEqual(a.state(qa), IBV_QPS_ERR)
+        _ = b
+    }
+}
