@@ -142,9 +142,10 @@ public struct RemoteResponse: Equatable, Sendable {
     }
 }
 
-/// The largest message carried between routers in one request (a frame's
-/// body less the request's own fields).
-public let maxRemoteMessage = 256 * 1024
+/// The largest message carried between routers: one request, one frame.
+/// (An HCA allows 2 GiB; larger messages would need to be split into
+/// chunks interleaved with other QPs' traffic on the link.)
+public let maxRemoteMessage = 8 * 1024 * 1024
 
 struct FieldReader {
     let b: [UInt8]

@@ -21,9 +21,10 @@ public enum LinkFrame {
     public static let version: UInt8 = 1
     public static let headerSize = 16
     public static let tagSize = 16
-    /// The largest body an authenticated peer may send: one data chunk (the
-    /// fabric splits longer messages) and its descriptor.
-    public static let maxBody = 256 * 1024 + 256
+    /// The largest body an authenticated peer may send: one message between
+    /// hosts (`maxRemoteMessage`, 8 MiB) and its request's fields. A link
+    /// buffers at most one such frame.
+    public static let maxBody = 8 * 1024 * 1024 + 1024
     /// Before authentication: enough for any handshake message.
     public static let maxHandshakeBody = 512
 

@@ -74,11 +74,20 @@ extension Router {
             owner = c.directory.router(forLID: lid)
         }
         guard let o = owner, o.name != c.config.name else { return nil }
-        guard !(engine.policy(s.tenant)?.operations ?? []).isEmpty else {
+        guard !(engine.policy(s.tenant)?.operations ?? []).isEmpty || uncheckedSender else {
             throw Refusal(EACCES, "connection refused by policy (rule operations)", rule: "operations",
                           auditReason: "\(s.tenant) lists no operations")
         }
         return RemotePeer(router: o.name, qpn: destQPN & 0xff_ffff, lid: lid, ipv4: v4)
+    }
+
+    /// `--test-unchecked-sender`, honoured in debug builds only.
+    var uncheckedSender: Bool {
+        #if SLUICE_TEST_HOOKS
+        return config.testUncheckedSender
+        #else
+        return false
+        #endif
     }
 
     /// The operations a QP may post to a remote QP, as far as this router
@@ -116,7 +125,7 @@ extension Router {
             c.node.send(to: r.router, LinkFrame.Frame(.data, stream: r.qpn, body: f.frame))
             return .wait(Stall(kind: .peerNotReady, retryAt: f.deadline, retriesLeft: -1))
         }
-        guard qp.allowedOperations.allowsWireOpcode(w.opcode) || !enforcement else {
+        guard qp.allowedOperations.allowsWireOpcode(w.opcode) || !enforcement || uncheckedSender else {
             return failRemote(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, "operations",
                               "\(qp.session.tenant)'s operations do not include opcode \(w.opcode)")
         }

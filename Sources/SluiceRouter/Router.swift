@@ -41,6 +41,10 @@ public struct RouterConfig {
     /// Many hosts: links to the other routers and the cluster directory
     /// (nil: a single-host router).
     public var cluster: ClusterConfig?
+    /// Tests only (debug builds): this router sends requests to other
+    /// routers without its own checks, so tests can show the target's
+    /// suffice. Ignored in release builds.
+    public var testUncheckedSender = false
 
     public init(runtimeDir: String, policies: PolicySet, policyDirectory: String? = nil, audit: AuditConfiguration) {
         self.runtimeDir = runtimeDir

@@ -107,6 +107,11 @@ struct SluiceRouterCommand: ParsableCommand {
     @Option(name: .customLong("fabric-dead-ms"), help: ArgumentHelp("A link silent this long is closed (peer dead or partitioned) and dialed again.", valueName: "ms"))
     var fabricDeadMillis: UInt64 = 3000
 
+    @Flag(name: .customLong("test-unchecked-sender"), help: ArgumentHelp(
+        "Tests only, debug builds only: send requests to other routers without this router's own checks, to show the target's suffice.",
+        visibility: .hidden))
+    var testUncheckedSender = false
+
     @Flag(name: .customLong("bench-no-enforcement"), help: ArgumentHelp(
         "Benchmark only: skip the data path's policy check and shaping (keys, bounds and access flags are still checked), so `make bench` can show what enforcement costs. Never in production.",
         visibility: .hidden))
@@ -138,6 +143,7 @@ struct SluiceRouterCommand: ParsableCommand {
         audit.rotateBytes = auditRotateBytes
         var config = RouterConfig(runtimeDir: runtimeDir, policies: set, policyDirectory: policies, audit: audit)
         config.spinNanos = spinMicros * 1000
+        config.testUncheckedSender = testUncheckedSender
         if let keyFile = clusterKey {
             config.cluster = clusterConfig(keyFile: keyFile)
         } else if directory != "static" || etcd != nil || fabricListen != nil || routerName != nil {

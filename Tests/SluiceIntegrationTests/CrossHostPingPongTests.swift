@@ -36,7 +36,7 @@ final class CrossHostPingPongTests: XCTestCase {
         while Date() < linked && !(up(routers[0], "host-1") && up(routers[1], "host-0")) { usleep(50_000) }
         XCTAssert(up(routers[0], "host-1"), "the routers did not link")
         var port: Int32 = 18000 + Int32(getpid() % 1000)
-        for (size, iters, gid) in [(1, 500, true), (4096, 500, false), (65536, 100, true), (262_144, 50, true)] {
+        for (size, iters, gid) in [(1, 500, true), (4096, 500, false), (65536, 100, true), (262_144, 50, true), (1_048_576, 20, false)] {
             port += 1
             let args = ["-d", "sluice0", "-p", String(port), "-s", String(size), "-n", String(iters)] + (gid ? ["-g", "0"] : [])
             let server = try TenantProcess(lab.ip, ["netns", "exec", lab.hosts[0], pingpong] + args, socket: routers[0].socket("alpha"))
