@@ -1,4 +1,5 @@
 import Foundation
+import SluiceVerbs
 import XCTest
 
 /// Routers that find each other through etcd, and take their tenant
@@ -26,7 +27,8 @@ final class EtcdClusterNetnsTests: XCTestCase {
         XCTAssert(r.output.hasPrefix("HTTP/1.1 200"), "etcd put: \(r.output)")
     }
 
-    func testRoutersRegisterInEtcdLinkAndReceiveAPolicyWrittenThere() throws {
+    /// A lab of three hosts with etcd on host 2; returns a maker of routers on hosts 0 and 1.
+    func etcdLab() throws -> (lab: NetnsLab, endpoint: String, router: (Int) throws -> RouterProcess) {
         guard let etcdBin = EtcdClusterNetnsTests.etcdBinary else {
             throw XCTSkip("etcd is not installed (Debian: etcd-server; `make test` installs it)")
         }
@@ -63,11 +65,18 @@ final class EtcdClusterNetnsTests: XCTestCase {
             lab.adopt(r.process)
             return r
         }
+        return (lab, endpoint, router)
+    }
+
+    func cluster(_ r: RouterProcess) -> [String: Any] { ((try? r.status())?["cluster"] as? [String: Any]) ?? [:] }
+
+    func linked(_ r: RouterProcess, _ peer: String) -> Bool {
+        ((cluster(r)["peers"] as? [String: [String: Any]])?[peer]?["state"] as? String) == "up"
+    }
+
+    func testRoutersRegisterInEtcdLinkAndReceiveAPolicyWrittenThere() throws {
+        let (lab, endpoint, router) = try etcdLab()
         let a = try router(0), b = try router(1)
-        func cluster(_ r: RouterProcess) -> [String: Any] { ((try? r.status())?["cluster"] as? [String: Any]) ?? [:] }
-        func linked(_ r: RouterProcess, _ peer: String) -> Bool {
-            ((cluster(r)["peers"] as? [String: [String: Any]])?[peer]?["state"] as? String) == "up"
-        }
         // Neither router knows the other's address but from etcd.
         waitFor(20, "the routers found each other in etcd and linked") { linked(a, "host-1") && linked(b, "host-0") }
         XCTAssertEqual((cluster(a)["directory"] as? [String: Any])?["routers"] as? [String], ["host-0", "host-1"])
@@ -97,5 +106,31 @@ final class EtcdClusterNetnsTests: XCTestCase {
             (cluster(a)["directory"] as? [String: Any])?["routers"] as? [String] == ["host-0"]
         }
         XCTAssertEqual(a.stop(), 0, a.stderrText())
+    }
+
+    func testWhenARoutersLeaseExpiresQPsConnectedToItFailWithQPFatal() throws {
+        let (_, _, router) = try etcdLab()
+        let a = try router(0), b = try router(1)
+        waitFor(20, "linked through etcd") { linked(a, "host-1") && linked(b, "host-0") }
+        let ea = try VerbsEndpoint(socket: a.socket("alpha")), eb = try VerbsEndpoint(socket: b.socket("alpha"))
+        let rw = ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue)
+        let qa = try ea.createQP(), qb = try eb.createQP(), local = try ea.createQP(), local2 = try ea.createQP()
+        try ea.connect(qa, to: qb, of: eb, access: rw)
+        try eb.connect(qb, to: qa, of: ea, access: rw)
+        try ea.connect(local, to: local2, of: ea, access: rw)
+        try ea.connect(local2, to: local, of: ea, access: rw)
+        // b freezes (its etcd thread too): its lease lapses after its TTL.
+        kill(b.process.processIdentifier, SIGSTOP)
+        defer { kill(b.process.processIdentifier, SIGCONT) }
+        var p = pollfd(fd: ea.context.pointee.async_fd, events: Int16(POLLIN), revents: 0)
+        XCTAssertEqual(poll(&p, 1, 15_000), 1, "an async event within the lease's TTL")
+        var ev = ibv_async_event()
+        XCTAssertEqual(ibv_get_async_event(ea.context, &ev), 0)
+        XCTAssertEqual(ev.event_type, IBV_EVENT_QP_FATAL)
+        XCTAssertEqual(ev.element.qp, qa)
+        ibv_ack_async_event(&ev)
+        XCTAssertEqual(ea.state(qa), IBV_QPS_ERR)
+        XCTAssertEqual(ea.state(local), IBV_QPS_RTS, "a QP connected on this host is untouched")
+        XCTAssert(a.auditRecords().contains { ($0["rule"] as? String) == "fabric.directory" })
     }
 }
