@@ -34,7 +34,7 @@ public final class FabricLink {
     /// Bytes queued and not yet written; above `maxQueued` the peer is not
     /// reading and the link closes.
     public var queued: Int { out.count - outStart }
-    public static let maxQueued = 64 << 20
+    public static let maxQueued = 128 << 20
     /// Monotonic times: opened, last frame received.
     public let opened: UInt64
     public internal(set) var lastHeard: UInt64

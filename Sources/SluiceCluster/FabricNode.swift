@@ -103,6 +103,9 @@ public final class FabricNode {
 
     public func isUp(_ peer: String) -> Bool { upLinks[peer]?.state == .up }
 
+    /// Bytes waiting to be written on the link to `peer` (nil: no link).
+    public func queuedBytes(to peer: String) -> Int? { upLinks[peer].map(\.queued) }
+
     public var connectedPeers: [String] { upLinks.keys.sorted() }
 
     private func dialing(_ name: String) -> Bool {

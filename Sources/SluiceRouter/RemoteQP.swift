@@ -81,6 +81,9 @@ extension Router {
         return RemotePeer(router: o.name, qpn: destQPN & 0xff_ffff, lid: lid, ipv4: v4)
     }
 
+    /// Unsent bytes on one link above which new requests wait.
+    static let linkBacklogLimit = 32 << 20
+
     /// `--test-unchecked-sender`, honoured in debug builds only.
     var uncheckedSender: Bool {
         #if SLUICE_TEST_HOOKS
@@ -147,6 +150,13 @@ extension Router {
                                 rkey: w.rkey, remoteAddress: w.remote_addr, compareAdd: w.compare_add, swap: w.swap,
                                 immediate: w.imm_data, length: UInt32(total), tenant: qp.session.tenant, payload: payload)
         let frame = req.encode()
+        // Backpressure: while the link holds a lot unsent, the request
+        // waits its turn (as behind a full send queue), so one busy host
+        // pair cannot grow the link's buffer without bound.
+        if let queued = c.node.queuedBytes(to: r.router), queued + frame.count > Router.linkBacklogLimit {
+            r.nextID &-= 1
+            return .wait(Stall(kind: .peerNotReady, retryAt: now &+ 200_000, retriesLeft: -1))
+        }
         let deadline = now &+ interval
         r.inFlight = RemotePeer.InFlight(id: id, deadline: deadline,
                                          retriesLeft: qp.attrs.timeout == 0 ? -1 : Int(qp.attrs.retryCount), frame: frame)
@@ -282,9 +292,15 @@ extension Router {
         let (status, payload) = runRemoteRequest(qp, r, req)
         let resp = RemoteResponse(status: status, rnrDelayCode: qp.attrs.minRNRTimer, sourceQPN: qp.qpn, id: req.id,
                                   tenant: qp.session.tenant, payload: payload).encode()
-        if status != .receiverNotReady {
+        // A READ may run again (RC allows it, nothing changes), so its
+        // possibly large answer is not kept; anything else is answered
+        // from the cache if retransmitted.
+        if status != .receiverNotReady && req.opcode != UInt32(SLUICE_WR_RDMA_READ) {
             r.lastExecuted = req.id
             r.lastResponse = resp
+        } else {
+            r.lastExecuted = nil
+            r.lastResponse = nil
         }
         c.node.send(to: router, LinkFrame.Frame(.data, stream: req.sourceQPN, body: resp))
     }

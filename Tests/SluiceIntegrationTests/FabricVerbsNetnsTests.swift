@@ -150,6 +150,50 @@ final class FabricVerbsNetnsTests: XCTestCase {
 
     func testWriteReadSendAndAtomicsAcrossHostsByGID() throws { try crossHostOperations(useGID: true) }
 
+    func testManyQPsShareTheLinkAndEachKeepsItsOrderAndData() throws {
+        let (a, b) = try endpoints()
+        let count = 8, per = 40, chunk = 8192
+        let abuf = TestBuffer(pages: count * per * chunk / 4096), bbuf = TestBuffer(pages: count * per * chunk / 4096)
+        let amr = try a.register(abuf.base, abuf.size, rw), bmr = try b.register(bbuf.base, bbuf.size, rw)
+        var qps: [UnsafeMutablePointer<ibv_qp>] = []
+        for _ in 0..<count {
+            let qa = try a.createQP(sendDepth: 64), qb = try b.createQP()
+            try a.connect(qa, to: qb, of: b, access: rw)
+            try b.connect(qb, to: qa, of: a, access: rw)
+            qps.append(qa)
+        }
+        abuf.fill(0, abuf.size, seed: 17)
+        // Every QP posts all its WRITEs at once; they interleave on the link.
+        for (q, qa) in qps.enumerated() {
+            for i in 0..<per {
+                let off = (q * per + i) * chunk
+                try a.postSend(qa, id: UInt64(q * 1000 + i), IBV_WR_RDMA_WRITE, [sge(abuf.base + off, chunk, amr)],
+                               remote: (addr(bbuf.base + off), bmr.pointee.rkey))
+            }
+        }
+        let wc = a.poll(count * per, seconds: 30)
+        XCTAssertEqual(wc.count, count * per)
+        XCTAssert(wc.allSatisfy { $0.status == IBV_WC_SUCCESS })
+        for q in 0..<count {
+            let ids = wc.map(\.wr_id).filter { $0 / 1000 == UInt64(q) }
+            XCTAssertEqual(ids, ids.sorted(), "QP \(q) completes in order")
+        }
+        XCTAssertEqual(bbuf.bytes(0, bbuf.size), abuf.bytes(0, abuf.size))
+    }
+
+    func testAMessageAboveTheFabricsLimitFailsLocally() throws {
+        let (a, b) = try endpoints()
+        let qa = try a.createQP(), qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let big = TestBuffer(pages: 2049), dst = TestBuffer(pages: 2049)
+        let amr = try a.register(big.base, big.size, rw), bmr = try b.register(dst.base, dst.size, rw)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(big.base, 8 * 1024 * 1024, amr)], remote: (addr(dst.base), bmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS, "8 MiB is the limit, and fits")
+        try a.postSend(qa, id: 2, IBV_WR_RDMA_WRITE, [sge(big.base, 8 * 1024 * 1024 + 1, amr)], remote: (addr(dst.base), bmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_LOC_LEN_ERR)
+    }
+
     func testTheTargetRouterRefusesBadKeysAndBoundsWithRemoteAccessErrors() throws {
         let (a, b) = try endpoints()
         let qa = try a.createQP(), qb = try b.createQP()
@@ -196,6 +240,39 @@ final class FabricVerbsNetnsTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(t0), 5)
         XCTAssertEqual(bbuf.bytes(0, 4096), before)
         XCTAssert(routers[1].auditRecords().contains { $0["event"] as? String == "fabric.request" && $0["rule"] as? String == "fabric.connection" })
+    }
+
+    func linkUp() -> Bool {
+        func up(_ r: RouterProcess, _ p: String) -> Bool {
+            ((((try? r.status())?["cluster"] as? [String: Any])?["peers"] as? [String: [String: Any]])?[p]?["state"] as? String) == "up"
+        }
+        return up(routers[0], "host-1") && up(routers[1], "host-0")
+    }
+
+    func testAPartitionFailsQPsWithRetryExceededAndNewConnectionsWorkOnceHealed() throws {
+        let (a, b) = try endpoints()
+        let abuf = TestBuffer(pages: 1), bbuf = TestBuffer(pages: 1)
+        let amr = try a.register(abuf.base, 4096, rw), bmr = try b.register(bbuf.base, 4096, rw)
+        let qa = try a.createQP(), qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw, retryCount: 7, timeout: 14)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        try lab.setConnected(1, false)
+        let t0 = Date()
+        abuf.fill(0, 64, seed: 4)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(abuf.base, 64, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1, seconds: 10).first?.status, IBV_WC_RETRY_EXC_ERR)
+        // timeout 14 is 67 ms a try, 8 tries: about 0.54 s.
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 2)
+        XCTAssertGreaterThan(Date().timeIntervalSince(t0), 0.4, "the QP used its retries before failing")
+        try lab.setConnected(1, true)
+        let end = Date().addingTimeInterval(15)
+        while Date() < end && !linkUp() { usleep(50_000) }
+        let qa2 = try a.createQP(), qb2 = try b.createQP()
+        try a.connect(qa2, to: qb2, of: b, access: rw)
+        try b.connect(qb2, to: qa2, of: a, access: rw)
+        try a.postSend(qa2, id: 2, IBV_WR_RDMA_WRITE, [sge(abuf.base, 64, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(bbuf.bytes(0, 64), abuf.bytes(0, 64))
     }
 
     func testKillingTheRemoteRouterFailsQPsWithRetryExceededWithinTheirTimeout() throws {
