@@ -67,6 +67,7 @@ test: deps lib attacks
 
 demo: build
 	SLUICE_VERBS_LIB=$(abspath $(VERBS_LIB)) scripts/demo.sh
+	SLUICE_VERBS_LIB=$(abspath $(VERBS_LIB)) scripts/demo-two-hosts.sh
 
 bench: deps lib
 	$(SWIFT) build -c release --product sluice-router
