@@ -180,7 +180,7 @@ final class FabricNodeTests: XCTestCase {
         // b stops answering (a hung router, a partition): a notices by itself.
         let t0 = Date()
         XCTAssert(pump([a], seconds: 3) { !a.isUp("b") }, "a never noticed")
-        XCTAssertLessThan(Date().timeIntervalSince(t0), 1.5)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 3, "within a few dead intervals, not TCP's minutes")
         XCTAssert(ra.downs.last?.contains("nothing heard") ?? false, "\(ra.downs)")
         // b comes back: a dials again and the link is up.
         XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") })
