@@ -67,7 +67,7 @@ let package = Package(
         // `make bench`: Sluice beside baselines measured in the same run.
         .executableTarget(
             name: "sluice-bench",
-            dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter", "SluicePolicy", "SluiceAudit", "SluiceBenchStats",
+            dependencies: ["SluiceVerbs", "SluiceWire", "SluiceRouter", "SluicePolicy", "SluiceAudit", "SluiceBenchStats", "CSluiceNet",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "SluicePolicyTests", dependencies: ["SluicePolicy"], resources: [.copy("Corpus")]),

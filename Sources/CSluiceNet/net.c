@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -199,4 +200,9 @@ int sluice_net_connect_timeout(const char *host, uint16_t port, int millis)
 int sluice_net_pipe(int fds[2])
 {
 	return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+}
+
+int sluice_net_enter_netns(int fd)
+{
+	return setns(fd, CLONE_NEWNET);
 }

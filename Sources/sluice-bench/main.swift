@@ -115,6 +115,14 @@ struct SluiceBench: ParsableCommand {
             what the router reaches at all. Quick runs every rate for WRITE and \
             only the lowest for SEND and READ.
 
+            Across hosts (issue 9, root only; else the rows say why): two \
+            network namespaces joined by veth through a bridge, a router in \
+            each linked by the fabric, this process a tenant of both. Sluice \
+            RDMA READ of 8 B, one at a time (p50 / p99 of the round trip), and \
+            64 KiB RDMA WRITEs on 4 QPs with 8 posted each (Gbit/s), beside TCP \
+            over the same veth from threads of this process entered into the \
+            namespaces: an 8-byte ping-pong and a stream of 64 KiB writes.
+
             Isolation (issue 6): the victim (tenant victim, no rateLimits) \
             measures an 8-byte SEND ping-pong (as above, pollers yield when \
             idle; p50 / p99 of the round trip) and then a 64 KiB WRITE stream \
@@ -180,7 +188,8 @@ struct SluiceBench: ParsableCommand {
     @Option(help: ArgumentHelp("Run only these tables, comma-separated: \(Self.tableNames.joined(separator: ", ")). Default: all.", valueName: "names"))
     var only: String?
 
-    static let tableNames = ["latency", "bandwidth", "decisions", "audit", "burst", "keys", "shaping", "isolation", "fairness", "overhead"]
+    static let tableNames = ["latency", "bandwidth", "decisions", "audit", "burst", "keys", "shaping", "isolation", "fairness", "overhead",
+                             "crosshost"]
 
     @Option(name: .customLong("flood-worker"), help: ArgumentHelp(visibility: .private))
     var floodWorker: String?
@@ -273,6 +282,14 @@ struct SluiceBench: ParsableCommand {
             failures += iso.failures + iso.stop()
             figures += iso.figures
             keep += iso.runtimeDirs
+        }
+
+        // Two hosts (network namespaces, root only), with routers of their own.
+        if selected.contains("crosshost") {
+            let cross = CrossHostBench(routerPath: routerPath, quick: quick)
+            Self.show(cross.table())
+            failures += cross.failures
+            figures += cross.figures
         }
 
         if let csv {

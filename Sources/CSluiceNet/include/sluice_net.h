@@ -40,4 +40,6 @@ ssize_t sluice_net_send_blocking(int fd, const void *buf, size_t len);
 int sluice_net_connect_timeout(const char *host, uint16_t port, int millis);
 /* A non-blocking, close-on-exec pipe: the etcd thread wakes the loop through it. */
 int sluice_net_pipe(int fds[2]);
+/* Moves the calling thread into the network namespace open at fd (the bench). */
+int sluice_net_enter_netns(int fd);
 #endif
