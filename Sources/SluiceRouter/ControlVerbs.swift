@@ -451,6 +451,8 @@ extension Router {
             break
         }
         qp.setState(state)
+        // A new state may mean work (RTS: sends posted before; ERR: a flush).
+        fabric.activate(qp)
     }
 
     func queryQP(_ s: Session, _ req: sluice_handle_req) throws -> Reply {

@@ -231,6 +231,13 @@ final class QueuePair {
     /// Router-private consumer indices.
     var sqCons: UInt32 = 0
     var rqCons: UInt32 = 0
+    /// In its lane's active list (the poller looks at it every pass).
+    var active = false
+    /// When the poller first found it with nothing to do, since it last had work (0: not idle).
+    var idleSince: UInt64 = 0
+    /// Whether the tenant library hints this QP's posts (its handle has a bit
+    /// in the session page); a QP without one is never retired.
+    var hinted: Bool { handle >= 1 && handle <= SLUICE_POSTED_QPS }
 
     init(qpn: UInt32, session: Session, pd: ProtectionDomain, sendCQ: CompletionQueue, recvCQ: CompletionQueue,
          mapping: SharedMapping, layout: sluice_qp_layout, sqCapacity: UInt32, rqCapacity: UInt32,

@@ -314,6 +314,7 @@ public final class Router {
                 try watch(fd, Router.tag(.session, id))
                 try watch(s.doorbellRead, Router.tag(.doorbell, id))
                 sessions[id] = s
+                fabric.addSession(s)
                 sessionIDs[fd] = id
                 endpointsByLID[lid] = s
                 endpointsByIPv4[ipv4] = s
@@ -425,6 +426,7 @@ public final class Router {
         unwatch(s.doorbellRead)
         Sys.close(s.fd)
         sessions[s.id] = nil
+        fabric.removeSession(s)
         sessionIDs[s.fd] = nil
         endpointsByLID[s.lid] = nil
         endpointsByIPv4[s.ipv4] = nil
@@ -671,7 +673,8 @@ public final class Router {
                 "bytes": lane.bytesMoved, "requests": lane.requests,
                 "throttledRequests": c.throttledRequests, "throttledSeconds": Double(c.throttledNanoseconds) / 1e9,
                 "controlVerbsThrottled": lane.limiter.controlVerbCounters.throttledRequests,
-                "queueDepth": lane.queueDepth, "queuePairs": lane.qps.count, "weight": lane.limiter.weight,
+                "queueDepth": lane.queueDepth, "queuePairs": lane.qps.count, "activeQueuePairs": lane.active.count,
+                "weight": lane.limiter.weight,
                 "routerSeconds": Double(CycleClock.shared.nanos(ticks: lane.credit.charged)) / 1e9,
             ]
         }

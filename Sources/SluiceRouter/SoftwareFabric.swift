@@ -12,6 +12,9 @@ final class TenantLane {
     let tenant: String
     let limiter: TenantRateLimiter
     var qps: [QueuePair] = []
+    /// The QPs the poller looks at: those with work, recently busy, or
+    /// hinted by the tenant library since (`SoftwareFabric.harvestHints`).
+    var active: [QueuePair] = []
     var cursor = 0
     var credit = LaneCredit()
     /// The lane found nothing to do when last served: when it has work
@@ -67,6 +70,8 @@ final class SoftwareFabric {
     /// One lane per tenant, served by deficit round robin.
     private var lanes: [TenantLane] = []
     private var laneStart = 0
+    /// Sessions whose posted-QP hints the poller reads each pass.
+    private var sessions: [Session] = []
     /// Inline data is copied out of the (already copied) request into here.
     private let inlineScratch = UnsafeMutableRawPointer.allocate(byteCount: Int(SLUICE_MAX_INLINE), alignment: 64)
     private var src: [(UnsafeRawPointer, Int)] = []
@@ -99,6 +104,10 @@ final class SoftwareFabric {
     /// this many QPs, at most this many of them.
     static let wokenLaneQPs = 4
     static let wokenLanesPerSlice = 8
+    /// How long a QP may have nothing to do before the poller stops
+    /// looking at it (until the library's hint): long enough that a
+    /// ping-pong or RPC QP stays in the active list between messages.
+    static let retireNanos: UInt64 = 50_000
 
     init() {
         quantumTicks = max(1, clock.ticks(nanos: SoftwareFabric.quantumNanos))
@@ -125,6 +134,76 @@ final class SoftwareFabric {
         positions[ObjectIdentifier(qp)] = qps.count
         qps.append(qp)
         qp.lane.qps.append(qp)
+        activate(qp)
+    }
+
+    func addSession(_ s: Session) { sessions.append(s) }
+
+    func removeSession(_ s: Session) {
+        if let i = sessions.firstIndex(where: { $0 === s }) { sessions.remove(at: i) }
+    }
+
+    /// Puts a QP in its lane's active list (a hint, a state change, a new QP).
+    func activate(_ qp: QueuePair) {
+        qp.idleSince = 0
+        guard !qp.active, !qp.destroyed, positions[ObjectIdentifier(qp)] != nil else { return }
+        qp.active = true
+        qp.lane.active.append(qp)
+    }
+
+    /// Reads the posted-QP hints of every session whose summary is set
+    /// (one load per session otherwise) and activates the hinted QPs.
+    private func harvestHints() {
+        for s in sessions {
+            let page = s.pagePointer
+            guard sluice_hint_take_summary(page) != 0 else { continue }
+            for w in 0..<Int(SLUICE_POSTED_QPS / 64) {
+                var word = sluice_hint_word(page, UInt32(w))
+                while word != 0 {
+                    let b = word.trailingZeroBitCount
+                    word &= word &- 1
+                    if let qp = s.qps.lookup(UInt32(w * 64 + b + 1)), !qp.active { activate(qp) }
+                }
+            }
+        }
+    }
+
+    /// Whether the poller may stop looking at a QP it just found idle: it
+    /// has been idle `retireNanos`, holds nothing, and — after clearing its
+    /// hint bit with a full barrier — still has nothing posted. If the
+    /// producer index moved meanwhile the bit is set again and the QP stays.
+    private func retire(_ qp: QueuePair, now: UInt64) -> Bool {
+        guard qp.hinted, qp.stall == nil, qp.held == nil else {
+            qp.idleSince = 0
+            return false
+        }
+        if qp.idleSince == 0 {
+            qp.idleSince = now
+            return false
+        }
+        guard now &- qp.idleSince >= SoftwareFabric.retireNanos else { return false }
+        let page = qp.session.pagePointer
+        sluice_hint_mark(page, qp.handle, 0)
+        if hasPostedWork(qp) {
+            sluice_hint_mark(page, qp.handle, 1)
+            qp.idleSince = 0
+            return false
+        }
+        return true
+    }
+
+    /// Work the poller would do for this QP now: sends in RTS, flushes in
+    /// ERR. A corrupt producer index counts as work (the visit reports it).
+    private func hasPostedWork(_ qp: QueuePair) -> Bool {
+        switch qp.state {
+        case .rts:
+            return qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) != 0
+        case .error:
+            return qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) != 0
+                || qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity) != 0
+        default:
+            return false
+        }
     }
 
     func remove(_ qp: QueuePair) {
@@ -135,10 +214,14 @@ final class SoftwareFabric {
             positions[ObjectIdentifier(last)] = i
         }
         if let j = qp.lane.qps.firstIndex(where: { $0 === qp }) {
-            if j == qp.lane.cursor { qp.lane.carry = 0 }
             qp.lane.qps.remove(at: j)
+        }
+        if qp.active, let j = qp.lane.active.firstIndex(where: { $0 === qp }) {
+            if j == qp.lane.cursor { qp.lane.carry = 0 }
+            qp.lane.active.remove(at: j)
             if qp.lane.cursor > j { qp.lane.cursor -= 1 }
         }
+        qp.active = false
     }
 
     /// One pass: every tenant with QPs gets a quantum (times its weight) of
@@ -148,10 +231,11 @@ final class SoftwareFabric {
     func pollOnce(now: UInt64, router: Router) -> Bool {
         let n = lanes.count
         guard n > 0 else { return false }
+        harvestHints()
         var worked = false
         for i in 0..<n {
             let lane = lanes[(laneStart &+ i) % n]
-            if lane.qps.isEmpty { continue }
+            if lane.active.isEmpty { continue }
             // One quantum per pass; unused credit does not pile up, debt
             // (a request that took longer than the credit) is kept.
             lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
@@ -173,7 +257,7 @@ final class SoftwareFabric {
     private func serveWoken(besides busy: TenantLane, now: UInt64, router: Router) -> Bool {
         var worked = false
         var looked = 0
-        for lane in lanes where lane.quiet && lane !== busy && !lane.qps.isEmpty && lane.qps.count <= SoftwareFabric.wokenLaneQPs {
+        for lane in lanes where lane.quiet && lane !== busy && !lane.active.isEmpty && lane.active.count <= SoftwareFabric.wokenLaneQPs {
             if serve(lane, now: now, router: router) { worked = true }
             looked += 1
             if looked == SoftwareFabric.wokenLanesPerSlice { break }
@@ -188,14 +272,14 @@ final class SoftwareFabric {
         var idle = 0
         var i = lane.cursor
         lane.credit.start(CycleClock.now())
-        while idle < lane.qps.count {
+        while idle < lane.active.count {
             if lane.credit.exhausted {
                 // Out of credit with work left: the next pass goes on.
                 worked = true
                 break
             }
-            if i >= lane.qps.count { i = 0 }
-            let qp = lane.qps[i]
+            if i >= lane.active.count { i = 0 }
+            let qp = lane.active[i]
             let budget = lane.carry > 0 ? lane.carry : SoftwareFabric.burst
             lane.carry = 0
             let did: Bool
@@ -211,18 +295,23 @@ final class SoftwareFabric {
             // that from work waiting).
             if did {
                 lane.credit.charge(CycleClock.now(), cap: visitCapTicks)
-            } else {
-                lane.credit.start(CycleClock.now())
-            }
-            if lane.carry == 0 { i += 1 }
-            if did {
+                qp.idleSince = 0
                 worked = true
                 idle = 0
+                if lane.carry == 0 { i += 1 }
+            } else if retire(qp, now: now) {
+                // Out of the active list until its next hint; the QP now
+                // at `i` is the next one to look at.
+                lane.credit.start(CycleClock.now())
+                qp.active = false
+                lane.active.remove(at: i)
             } else {
+                lane.credit.start(CycleClock.now())
                 idle += 1
+                i += 1
             }
         }
-        lane.cursor = lane.qps.isEmpty ? 0 : i % lane.qps.count
+        lane.cursor = lane.active.isEmpty ? 0 : i % lane.active.count
         lane.quiet = !worked
         return worked
     }
