@@ -436,6 +436,7 @@ extension Router {
             if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
             qp.held = nil
+            qp.progress = 0
             qp.paid = false
             qp.attrs = QPAttributes()
             qp.sqCons = qp.sqProd
@@ -446,6 +447,7 @@ extension Router {
             if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
             qp.held = nil
+            qp.progress = 0
             qp.paid = false
         default:
             break

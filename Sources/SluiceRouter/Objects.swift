@@ -225,6 +225,8 @@ final class QueuePair {
     var held: sluice_send_wqe?
     /// The held request has passed the shaper (it waits for something else).
     var paid = false
+    /// Bytes of the held request already moved (a long one moves in pieces).
+    var progress = 0
     /// The tenant's scheduling lane, and this QP's shaper (tenant and QP buckets).
     unowned let lane: TenantLane
     var shaper: RateShaper

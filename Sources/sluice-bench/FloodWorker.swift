@@ -13,7 +13,9 @@ final class WorkerFlow: FlowHandle {
     let pid: pid_t
     private var endedWith: String?
 
-    init(name: String, socket: String, shape: FlowShape, controlPath: String) throws {
+    /// `nice`: the worker's CPU priority (setpriority); 19 gives it the
+    /// kernel's smallest CPU weight, as a container's cgroup would bound it.
+    init(name: String, socket: String, shape: FlowShape, controlPath: String, nice: Int32 = 0) throws {
         self.name = name
         control = try FlowControl(path: controlPath, create: true)
         let me = try Self.ownExecutable()
@@ -29,6 +31,12 @@ final class WorkerFlow: FlowHandle {
         let rc = posix_spawn(&child, me, &actions, nil, &argv, environ)
         guard rc == 0 else { throw SystemCallError("posix_spawn(\(me) --flood-worker)", rc) }
         pid = child
+        if nice != 0 && setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(child), nice) != 0 {
+            let e = errno
+            kill(child, SIGKILL)
+            _ = reap(blocking: true)
+            throw SystemCallError("setpriority(\(child), \(nice))", e)
+        }
     }
 
     static func ownExecutable() throws -> String {

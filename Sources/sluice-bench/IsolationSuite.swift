@@ -204,10 +204,10 @@ final class IsolationSuite {
         try ThreadFlow(name: "\(tenant)'s \(shape.ops.map(\.label).joined(separator: "+")) flow", socket: r.socket(for: tenant), shape: shape)
     }
 
-    private func worker(_ tenant: String, _ shape: FlowShape) throws -> WorkerFlow {
+    private func worker(_ tenant: String, _ shape: FlowShape, nice: Int32 = 0) throws -> WorkerFlow {
         workerCount += 1
         return try WorkerFlow(name: "flood worker for \(tenant)", socket: router.socket(for: tenant), shape: shape,
-                              controlPath: "\(router.runtimeDir)/flow-\(workerCount).ctl")
+                              controlPath: "\(router.runtimeDir)/flow-\(workerCount).ctl", nice: nice)
     }
 
     /// One flow in a thread of this process: set up, settle, count, stop.
@@ -458,10 +458,10 @@ final class IsolationSuite {
         return s
     }
 
-    private func victimBesideNoise(_ noisyTenants: [String], victim: String = IsolationSuite.victim) throws -> VictimRun {
+    private func victimBesideNoise(_ noisyTenants: [String], victim: String = IsolationSuite.victim, nice: Int32 = 0) throws -> VictimRun {
         var flows: [WorkerFlow] = []
         do {
-            for t in noisyTenants { flows.append(try worker(t, noisyShape)) }
+            for t in noisyTenants { flows.append(try worker(t, noisyShape, nice: nice)) }
             for f in flows { try f.waitReady(timeoutSeconds: 60) }
             Flows.go(flows)
             try Flows.sleep(plans.noisySettleSeconds, watching: flows)
@@ -503,37 +503,25 @@ final class IsolationSuite {
         case .failure(let e):
             table.addFailure("victim at \(share), alone", Self.firstLine(e))
         }
-        let variants = [(Self.noisy, "no limits", "sluice-victim-noisy-unlimited")]
-            + plans.noisyLimits.map { (Self.noisyLimited($0), "\(BenchTenant.operations($0)) each", "sluice-victim-noisy-\($0)ops") }
-        for (tenants, what, system) in variants {
-            let label = "victim + 2 noisy, \(what)"
-            switch measure("victim beside 2 noisy tenants, \(what)", on: router, { try victimBesideNoise(tenants) }) {
-            case .success(let v):
-                let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
-                let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
-                let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
-                table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
-                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
-                figures += victimFigures(system, v.latency, v.stream, solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
-            case .failure(let e):
-                table.addFailure(label, Self.firstLine(e))
-            }
-        }
-        for (tenants, what, system) in variants {
-            let label = "victim at \(share) + 2 noisy, \(what)"
-            let solo = shareSolo
-            switch measure("victim at \(share) beside 2 noisy tenants, \(what)", on: router,
-                           { try victimBesideNoise(tenants, victim: Self.victimShare) }) {
-            case .success(let v):
-                let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
-                let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
-                let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
-                table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
-                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
-                figures += victimFigures(system.replacingOccurrences(of: "sluice-victim-", with: "sluice-victim-share-"), v.latency, v.stream,
-                                         solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
-            case .failure(let e):
-                table.addFailure(label, Self.firstLine(e))
+        let variants = [(Self.noisy, "no limits", "noisy-unlimited", Int32(0))]
+            + plans.noisyLimits.map { (Self.noisyLimited($0), "\(BenchTenant.operations($0)) each", "noisy-\($0)ops", Int32(0)) }
+            + [(Self.noisy, "no limits, nice 19", "noisy-unlimited-nice19", Int32(19))]
+        let victims = [(Self.victim, "victim", "sluice-victim-", solo), (Self.victimShare, "victim at \(share)", "sluice-victim-share-", shareSolo)]
+        for (victim, name, systemPrefix, solo) in victims {
+            for (tenants, what, system, nice) in variants {
+                let label = "\(name) + 2 noisy, \(what)"
+                switch measure("\(name) beside 2 noisy tenants, \(what)", on: router,
+                               { try victimBesideNoise(tenants, victim: victim, nice: nice) }) {
+                case .success(let v):
+                    let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
+                    let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
+                    let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
+                    table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
+                                      Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
+                    figures += victimFigures(systemPrefix + system, v.latency, v.stream, solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
+                case .failure(let e):
+                    table.addFailure(label, Self.firstLine(e))
+                }
             }
         }
         table.addNote("victim at \(share): tenant \(Self.victimShare), rateLimits.tenant.bandwidth \(share) (weight 1, like the noisy tenants): the victim within its policy share; x solo compares with its own row alone")
@@ -541,7 +529,8 @@ final class IsolationSuite {
         table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled; Kops/s: each one's rate while the victim ran")
         table.addNote("N/s each: both noisy tenants' policies set rateLimits.tenant.operations to N (burst: the default, 0.1 s)")
         table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone; router CPU %: of one core, while the victim ran")
-        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs whenever their queues are at least half full (the router stays saturated; CPU isolation between tenant processes is the kernel's, e.g. cgroups)")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs whenever their queues are at least half full (the router stays saturated)")
+        table.addNote("nice 19: the noisy processes at the kernel's lowest CPU weight, as their containers' cgroups would hold them; then the victim's own threads are not kept off the CPU by the noisy ones, and what is left is the router's isolation. Sluice does not isolate tenants' CPU time: the kernel does")
         return table
     }
 
