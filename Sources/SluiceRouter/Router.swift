@@ -218,23 +218,23 @@ public final class Router {
             }
             // Sleep: announce it, then look once more, so a post that raced
             // with the announcement is either seen here or rings the doorbell.
-            for s in sessions.values { s.setRouterAsleep(true) }
+            for s in fabric.sessionList { s.setRouterAsleep(true) }
             sluice_fence()
             if fabric.pollOnce(now: Sys.monotonicNanos(), router: self) {
-                for s in sessions.values { s.setRouterAsleep(false) }
+                for s in fabric.sessionList { s.setRouterAsleep(false) }
                 idleSince = Sys.monotonicNanos()
                 continue
             }
             var timeout: Int32 = -1
             var wake = fabric.nextDeadline()
             if let p = nextParkedDeadline { wake = min(wake ?? p, p) }
-            if sessions.values.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
+            if fabric.sessionList.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
             if let deadline = wake {
                 let t = Sys.monotonicNanos()
                 timeout = deadline <= t ? 0 : Int32(min((deadline - t + 999_999) / 1_000_000, 60_000))
             }
             serviceEvents(timeoutMillis: timeout)
-            for s in sessions.values { s.setRouterAsleep(false) }
+            for s in fabric.sessionList { s.setRouterAsleep(false) }
             idleSince = Sys.monotonicNanos()
         }
         shutdown()

@@ -144,6 +144,10 @@ final class SoftwareFabric {
 
     func addSession(_ s: Session) { sessions.append(s) }
 
+    /// Every open session, in an array: the poller's idle path walks it
+    /// (a Dictionary's values cost an iterator and a retain each).
+    var sessionList: [Session] { sessions }
+
     func removeSession(_ s: Session) {
         if let i = sessions.firstIndex(where: { $0 === s }) { sessions.remove(at: i) }
     }
