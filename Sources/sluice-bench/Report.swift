@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SluiceBenchStats
 
 /// One figure, as the CSV carries it.
 struct Figure {
@@ -74,13 +75,9 @@ enum Format {
 enum CSV {
     /// Writes `metric,system,size,value,unit` rows, RFC 4180 quoting.
     static func write(_ figures: [Figure], to path: String) throws {
-        func field(_ s: String) -> String {
-            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
-                ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-        }
-        var text = "metric,system,size,value,unit\n"
+        var text = CSVText.row(["metric", "system", "size", "value", "unit"])
         for f in figures {
-            text += [f.metric, f.system, String(f.size), String(format: "%.6g", f.value), f.unit].map(field).joined(separator: ",") + "\n"
+            text += CSVText.row([f.metric, f.system, String(f.size), String(format: "%.6g", f.value), f.unit])
         }
         do {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
