@@ -19,6 +19,13 @@ public enum ProcFields {
         return user + system
     }
 
+    /// The first field of /proc/<pid>/task/<tid>/schedstat: the time the
+    /// thread has run on a CPU, in ns (exact, where stat counts ticks).
+    public static func schedstatNanos(_ text: String) -> UInt64? {
+        guard let first = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).first else { return nil }
+        return UInt64(first)
+    }
+
     /// The figure of a `Name:   1234 kB` line (as in /proc/<pid>/status
     /// and smaps_rollup), in KiB; nil if there is no such line.
     public static func kilobytes(_ name: String, in text: String) -> UInt64? {
@@ -50,8 +57,13 @@ extension Stats {
     /// negative when the process freed more than the objects took; nil
     /// for no objects.
     public static func bytesPerObject(beforeKiB: UInt64, afterKiB: UInt64, count: Int) -> Double? {
-        guard count > 0 else { return nil }
-        return (Double(afterKiB) - Double(beforeKiB)) * 1024 / Double(count)
+        bytesPerObject(growthKiB: Double(afterKiB) - Double(beforeKiB), count: count)
+    }
+
+    /// The same from a growth already computed (negative if it shrank).
+    public static func bytesPerObject(growthKiB: Double, count: Int) -> Double? {
+        guard count > 0, growthKiB.isFinite else { return nil }
+        return growthKiB * 1024 / Double(count)
     }
 }
 

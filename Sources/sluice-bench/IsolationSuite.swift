@@ -650,4 +650,43 @@ final class IsolationSuite {
         }
         return table
     }
+
+    // MARK: enforcement overhead on bandwidth (issue 8)
+
+    /// 64 KiB WRITE bandwidth of tenant open with enforcement on and off
+    /// (the second router), in interleaved rounds as for the message rate.
+    func enforcementBandwidth() -> Table {
+        let plan = plans.overhead
+        var table = Table(title: "Enforcement overhead: 64 KiB RDMA WRITE, one QP pair", columns: ["GB/s", "msgs/s", "vs on", "spread %"])
+        guard let off = routerOff else {
+            table.addFailure("enforcement off", "this sluice-router has no \(Self.noEnforcementFlag) flag")
+            return table
+        }
+        let shape = FlowShape(ops: [.write], messageBytes: 64 << 10, window: 16, signalEvery: 4)
+        let rows: [(RouterProcess, String, String)] = [
+            (router, "enforcement on (tenant \(Self.open))", "sluice-64k-write-enforced"),
+            (off, "policy+shaping off (\(Self.noEnforcementFlag))", "sluice-64k-write-no-enforcement"),
+        ]
+        switch interleaved(rows.map { ($0.0, Self.open, shape) }, plan, rounds: plans.overheadRounds, label: "64 KiB WRITE, enforcement on and off") {
+        case .success(let results):
+            let medians = results.map { Stats.median($0.rates.map(\.gigabytesPerSecond)) ?? 0 }
+            for (i, (row, result)) in zip(rows, results).enumerated() {
+                let g = result.rates.map(\.gigabytesPerSecond)
+                let m = medians[i]
+                let vs = Stats.ratio(m, medians[0])
+                let spread = g.count > 1 ? Stats.ratio((g.max()! - g.min()!) * 100, m) : nil
+                let msgs = Stats.median(result.rates.map(\.operationsPerSecond)) ?? 0
+                table.add(row.1, [Format.gbps(m), Format.count(msgs), Format.ratio(vs), spread.map { String(format: "%.1f", $0) } ?? "-"])
+                figures += [
+                    Figure(metric: "overhead_bandwidth", system: row.2, size: 64 << 10, value: m, unit: "GB/s"),
+                    Figure(metric: "overhead_bandwidth_vs_on", system: row.2, size: 64 << 10, value: vs ?? .nan, unit: "ratio"),
+                ]
+            }
+        case .failure(let e):
+            for row in rows { table.addFailure(row.1, Self.firstLine(e)) }
+        }
+        table.addNote("16 in flight, 1 in 4 signaled; \(plans.overheadRounds) interleaved rounds after a warm-up round (\(plan.windowSeconds) s after \(plan.settleSeconds) s); GB/s: the median round")
+        table.addNote("off: the same tenant on the second router, started with \(Self.noEnforcementFlag) (no policy check, no shaping; keys, bounds and access still checked)")
+        return table
+    }
 }

@@ -91,6 +91,7 @@ final class Suite {
         var table = Table(title: "8-byte ping-pong round trip (µs)", columns: ["p50", "p99", "mean", "samples"])
         let threads = measure("thread hand-off", throughSluice: false) { try Baselines.threadHandOff(plan: plan) }
         let tcp = measure("TCP loopback ping-pong", throughSluice: false) { try Baselines.tcpPingPong(plan: plan) }
+        let ring = measure("shared-memory ring ping-pong between two processes", throughSluice: false) { try RingBaseline.pingPong(plan: plan) }
         let sluice = measure("sluice SEND ping-pong", throughSluice: true) {
             try SluiceMeasurements.sendPingPong(socket: router.tenantSocket, plan: plan, yieldWhenIdle: false)
         }
@@ -106,6 +107,7 @@ final class Suite {
         add(&table, "sluice-send-rc", sluiceLabel, sluice.map(\.0))
         add(&table, "sluice-send-rc-yield", "sluice SEND, pollers yield when idle", sluiceYield.map(\.0))
         add(&table, "tcp-loopback", "TCP loopback (TCP_NODELAY)", tcp)
+        add(&table, "shm-ring-2proc", "ring between two processes (fork, shared memory)", ring)
         add(&table, "thread-handoff", "thread hand-off (shared atomic)", threads)
         return table
     }

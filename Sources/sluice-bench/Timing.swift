@@ -135,3 +135,10 @@ func runPair<T>(passive: @escaping (RunControl) throws -> Void,
     try other.join()
     return result
 }
+
+/// Sleeps `nanos`, resuming after a signal.
+func sleepNanos(_ nanos: UInt64) {
+    var request = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+}

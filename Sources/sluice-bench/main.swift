@@ -162,8 +162,11 @@ struct SluiceBench: ParsableCommand {
     @Flag(help: "Short runs (well under a minute) instead of the full ones (a few minutes).")
     var quick = false
 
-    @Option(help: ArgumentHelp("Also write every figure as CSV rows (metric,system,size,value,unit).", valueName: "file"))
+    @Option(help: ArgumentHelp("Write every figure as CSV rows (metric,system,size,value,unit) here. Default: /tmp/sluice-bench-<time>.csv.", valueName: "file"))
     var csv: String?
+
+    @Option(help: ArgumentHelp("Write the size sweep's plot (bandwidth and latency against message size) here. Default: the CSV's path with .svg.", valueName: "file"))
+    var svg: String?
 
     @Option(help: ArgumentHelp("The sluice-router executable. Default: the one next to this binary.", valueName: "path"))
     var router: String?
@@ -180,7 +183,10 @@ struct SluiceBench: ParsableCommand {
     @Option(help: ArgumentHelp("Run only these tables, comma-separated: \(Self.tableNames.joined(separator: ", ")). Default: all.", valueName: "names"))
     var only: String?
 
-    static let tableNames = ["latency", "bandwidth", "decisions", "audit", "burst", "keys", "shaping", "isolation", "fairness", "overhead"]
+    static let tableNames = ["latency", "bandwidth", "decisions", "audit", "burst", "cpu", "control", "rate", "sweep", "scale",
+                             "keys", "shaping", "isolation", "fairness", "overhead", "targets"]
+    /// The tables that run against the second router, on generated policies.
+    static let generatedPolicyTables: Set<String> = ["cpu", "control", "rate", "sweep", "scale", "keys", "shaping", "isolation", "fairness", "overhead"]
 
     @Option(name: .customLong("flood-worker"), help: ArgumentHelp(visibility: .private))
     var floodWorker: String?
@@ -206,6 +212,10 @@ struct SluiceBench: ParsableCommand {
             throw ValidationError("--only: no table \"\(bad)\"; the tables are \(Self.tableNames.joined(separator: ", "))")
         }
         let plans = quick ? Plans.quick : Plans.full
+        let started = monotonicNanos()
+        let csvPath = csv.map(Self.absolute) ?? Self.defaultCSVPath()
+        let svgPath = svg.map(Self.absolute) ?? (csvPath.hasSuffix(".csv") ? String(csvPath.dropLast(4)) : csvPath) + ".svg"
+        Self.raiseFileLimit()
         let routerPath = try router ?? RouterProcess.siblingExecutable()
         let policiesPath = Self.absolute(policies)
 
@@ -254,7 +264,7 @@ struct SluiceBench: ParsableCommand {
         // limits: tenants with policies of their own, on a router of their own.
         var isolation: IsolationSuite?
         do {
-            if !selected.isDisjoint(with: ["keys", "shaping", "isolation", "fairness", "overhead"]) {
+            if !selected.isDisjoint(with: Self.generatedPolicyTables) {
                 isolation = try IsolationSuite(executable: routerPath, plans: quick ? .quick : .full, spinMicros: spinMicros)
             }
         } catch {
@@ -264,25 +274,45 @@ struct SluiceBench: ParsableCommand {
             print("  router   pid \(iso.router.pid), runtime \(iso.router.runtimeDir), policies \(iso.policyDir) (generated)"
                   + (iso.routerOff.map { "; with \(IsolationSuite.noEnforcementFlag): pid \($0.pid)" } ?? ""))
             print("")
-            let more: [(String, () -> [Table])] = [("keys", { [iso.keyTranslation()] }), ("shaping", iso.shapingAccuracy),
-                                                   ("isolation", { [iso.isolation()] }), ("fairness", { [iso.fairness()] }),
-                                                   ("overhead", { [iso.overhead()] })]
+            let limits = LimitsSuite(router: iso.router, routerOff: iso.routerOff, tenant: IsolationSuite.open,
+                                     plans: quick ? .quick : .full, spinMicros: spinMicros)
+            let more: [(String, () -> [Table])] = [
+                ("cpu", { let (a, b) = limits.routerCPUTable(); return [a, b] }),
+                ("control", { [limits.controlVerbs()] }),
+                ("rate", { [limits.messageRate()] }),
+                ("sweep", { [limits.sweepBandwidth(), limits.sweepLatency()] }),
+                ("scale", { let (a, b) = limits.scale(); return [a, b] }),
+                ("keys", { [iso.keyTranslation()] }), ("shaping", iso.shapingAccuracy),
+                ("isolation", { [iso.isolation()] }), ("fairness", { [iso.fairness()] }),
+                ("overhead", { [iso.overhead(), iso.enforcementBandwidth()] }),
+            ]
             for (name, tables) in more where selected.contains(name) {
                 for t in tables() { Self.show(t) }
             }
-            failures += iso.failures + iso.stop()
-            figures += iso.figures
+            failures += limits.failures + iso.failures + iso.stop()
+            figures += limits.figures + iso.figures
             keep += iso.runtimeDirs
         }
 
-        if let csv {
-            do {
-                try CSV.write(figures, to: csv)
-                print("wrote \(figures.count) rows to \(csv)")
-            } catch {
-                failures.append("\(error)")
-            }
+        if selected.contains("targets") {
+            let (table, targetFigures) = Targets.table(figures)
+            Self.show(table)
+            figures += targetFigures
         }
+        do {
+            if try Plot.write(figures, title: "Sluice size sweep (\(quick ? "quick" : "full") mode, \(Machine.onlineCPUs) CPUs)", to: svgPath) {
+                print("plot  \(svgPath)")
+            }
+        } catch {
+            failures.append("\(error)")
+        }
+        do {
+            try CSV.write(figures, to: csvPath)
+            print("csv   \(csvPath) (\(figures.count) rows)")
+        } catch {
+            failures.append("\(error)")
+        }
+        print(String(format: "time  %.1f s", Double(monotonicNanos() &- started) / 1e9))
         guard failures.isEmpty else {
             for f in failures { Self.complain(f) }
             Self.complain("router runtime directories kept for inspection: \(keep.joined(separator: ", "))")
@@ -301,6 +331,27 @@ struct SluiceBench: ParsableCommand {
 
     static func complain(_ message: String) {
         FileHandle.standardError.write("sluice-bench: \(message)\n".data(using: .utf8)!)
+    }
+
+    /// /tmp/sluice-bench-<UTC date and time>.csv
+    static func defaultCSVPath() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        var buf = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buf, buf.count, "%Y%m%d-%H%M%S", &parts)
+        let stamp = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "/tmp/sluice-bench-\(stamp).csv"
+    }
+
+    /// The scale table opens a thousand QPs and ten thousand regions, each
+    /// with file descriptors on both sides; the router, started by this
+    /// process, inherits the raised limit.
+    static func raiseFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     static func absolute(_ path: String) -> String {

@@ -12,6 +12,11 @@ final class ResourcesTests: XCTestCase {
         XCTAssertNil(ProcFields.cpuTicks(stat: "no parenthesis"))
     }
 
+    func testSchedstat() {
+        XCTAssertEqual(ProcFields.schedstatNanos("2429690 110304 2\n"), 2_429_690)
+        XCTAssertNil(ProcFields.schedstatNanos(""))
+    }
+
     func testKilobyteLines() {
         let status = "Name:\tsluice-router\nVmPeak:\t  123456 kB\nVmRSS:\t   20480 kB\nRssAnon:\t    4096 kB\n"
         XCTAssertEqual(ProcFields.kilobytes("VmRSS", in: status), 20480)
@@ -35,6 +40,9 @@ final class ResourcesTests: XCTestCase {
         XCTAssertEqual(Stats.bytesPerObject(beforeKiB: 10_000, afterKiB: 12_000, count: 1000), 2048)
         XCTAssertEqual(Stats.bytesPerObject(beforeKiB: 12_000, afterKiB: 11_000, count: 512), -2000)
         XCTAssertNil(Stats.bytesPerObject(beforeKiB: 1, afterKiB: 2, count: 0))
+        // 9,990 more objects grew it 40,000 KiB more than the base did.
+        XCTAssertEqual(Stats.bytesPerObject(growthKiB: 40_000 - 40, count: 9_990)!, 4096, accuracy: 1e-9)
+        XCTAssertNil(Stats.bytesPerObject(growthKiB: .nan, count: 3))
     }
 
     func testCSVQuoting() {
