@@ -152,7 +152,7 @@ final class LimitsSuite {
                     let shape = sweepShape(op, bytes: bytes, qps: qps)
                     switch measure("sweep: \(op.label) \(Self.size(bytes)) on \(qps) QP pair(s)", { try runFlow(router, shape, plans.sweep) }) {
                     case .success(let r):
-                        cells.append(Format.gbps(r.gigabytesPerSecond))
+                        cells.append(Format.sig3(r.gigabytesPerSecond))
                         let system = Self.sweepSystem(op, qps: qps)
                         figures += [
                             Figure(metric: "sweep_bandwidth", system: system, size: bytes, value: r.gigabytesPerSecond, unit: "GB/s"),
@@ -169,7 +169,7 @@ final class LimitsSuite {
                                          maxSeconds: plans.sweep.windowSeconds, maxWarmupSeconds: plans.sweep.settleSeconds)
             switch measure("sweep: memcpy \(Self.size(bytes))", on: [], { try Baselines.memcpyBandwidth(plan: copyPlan) }) {
             case .success(let t):
-                cells.append(Format.gbps(t.gigabytesPerSecond))
+                cells.append(Format.sig3(t.gigabytesPerSecond))
                 figures += [
                     Figure(metric: "sweep_bandwidth", system: "memcpy", size: bytes, value: t.gigabytesPerSecond, unit: "GB/s"),
                     Figure(metric: "sweep_rate", system: "memcpy", size: bytes, value: t.operationsPerSecond, unit: "msgs/s"),

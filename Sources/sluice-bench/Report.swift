@@ -54,6 +54,8 @@ struct Table {
 enum Format {
     static func micros(_ v: Double) -> String { String(format: v < 100 ? "%.2f" : "%.1f", v) }
     static func gbps(_ v: Double) -> String { String(format: "%.2f", v) }
+    /// Three significant digits: for figures spanning decades (0.00412, 6.55, 43.8).
+    static func sig3(_ v: Double) -> String { String(format: "%.3g", v) }
     static func count(_ v: Double) -> String { String(format: "%.0f", v) }
     static func nanos(_ v: Double) -> String { String(format: v < 10 ? "%.2f" : v < 100 ? "%.1f" : "%.0f", v) }
     /// A ratio to two decimals, "-" when it could not be formed.
