@@ -49,20 +49,20 @@ struct IsolationPlans {
     var overheadRounds: Int
 
     static let quick = IsolationPlans(
-        keys: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2),
-        keyRegions: [1, 10, 10_000], keySlots: 10_000, keyRounds: 3,
-        shaping: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5),
+        keys: WindowPlan(settleSeconds: 0.06, windowSeconds: 0.12),
+        keyRegions: [1, 10, 1_000, 10_000], keySlots: 10_000, keyRounds: 2,
+        shaping: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.25),
         // Quick: every rate for WRITE; SEND and READ at the lowest rate,
         // the one most likely to be within reach of any machine.
         bandwidthPoints: [(.write, [1, 4, 16].map { $0 * 1_000_000_000 }), (.send, [1_000_000_000]), (.read, [1_000_000_000])],
         operationPoints: [(.write, [100_000, 1_000_000, 4_000_000]), (.send, [100_000]), (.read, [100_000])],
         shapingBurstSeconds: 0.01,
-        victimLatency: LatencyPlan(warmup: 500, iterations: 20_000, maxSeconds: 0.5, maxWarmupSeconds: 0.1),
-        victimStream: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.5),
+        victimLatency: LatencyPlan(warmup: 500, iterations: 20_000, maxSeconds: 0.3, maxWarmupSeconds: 0.1),
+        victimStream: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.3),
         noisySettleSeconds: 0.2, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 50, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
         fairQPs: 4,
-        overhead: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2), overheadRounds: 5)
+        overhead: WindowPlan(settleSeconds: 0.06, windowSeconds: 0.15), overheadRounds: 3)
 
     static let full = IsolationPlans(
         keys: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
@@ -168,7 +168,7 @@ final class IsolationSuite {
     }
 
     private func progress(_ what: String) {
-        FileHandle.standardError.write("· \(what)\n".data(using: .utf8)!)
+        benchProgress(what)
     }
 
     /// Runs one measurement against `on`; a failure becomes a row that says why.
@@ -271,7 +271,7 @@ final class IsolationSuite {
         let plan = plans.keys
         let slots = plans.keySlots
         var table = Table(title: "Key translation: 8 B RDMA WRITE, random pages and rkeys",
-                          columns: ["ns/op", "ops/s", "vs 1 MR", "spread %", "setup ms"])
+                          columns: ["ns/op", "ops/s", "vs 1 MR", "cost vs 10", "spread %", "setup ms"])
         func shape(_ regions: Int) -> FlowShape {
             var s = FlowShape(ops: [.write], messageBytes: 8, window: 64, signalEvery: 16)
             s.targetRegions = regions
@@ -297,19 +297,26 @@ final class IsolationSuite {
         switch runs {
         case .success(let results):
             var base: [ObjectIdentifier: Double] = [:]
+            var base10: [ObjectIdentifier: Double] = [:]
             for (row, result) in zip(rows, results) where row.regions == 1 {
                 base[ObjectIdentifier(row.router)] = Self.medianAndSpread(result.rates).median
+            }
+            for (row, result) in zip(rows, results) where row.regions == 10 {
+                base10[ObjectIdentifier(row.router)] = Self.medianAndSpread(result.rates).median
             }
             for (row, (rates, setup)) in zip(rows, results) {
                 let (m, spread) = Self.medianAndSpread(rates)
                 let ns = 1e9 / max(m, 1)
                 let vs = base[ObjectIdentifier(row.router)].flatMap { Stats.ratio(m, $0) }
-                table.add(row.label, [Format.nanos(ns), Format.count(m), Format.ratio(vs),
+                // Per-request cost relative to 10 regions: issue 8's scale target reads it.
+                let cost10 = base10[ObjectIdentifier(row.router)].flatMap { Stats.ratio($0, m) }
+                table.add(row.label, [Format.nanos(ns), Format.count(m), Format.ratio(vs), Format.ratio(cost10),
                                       spread.map { String(format: "%.1f", $0) } ?? "-", Format.count(Double(setup) / 1e6)])
                 figures += [
                     Figure(metric: "key_translation_ns", system: row.system, size: 8, value: ns, unit: "ns"),
                     Figure(metric: "key_translation_rate", system: row.system, size: 8, value: m, unit: "ops/s"),
                     Figure(metric: "key_translation_vs_1mr", system: row.system, size: 8, value: vs ?? .nan, unit: "ratio"),
+                    Figure(metric: "key_translation_cost_vs_10mr", system: row.system, size: 8, value: cost10 ?? .nan, unit: "ratio"),
                     Figure(metric: "key_translation_spread", system: row.system, size: 8, value: spread ?? .nan, unit: "%"),
                     Figure(metric: "key_translation_setup", system: row.system, size: 8, value: Double(setup) / 1e6, unit: "ms"),
                 ]
@@ -320,6 +327,7 @@ final class IsolationSuite {
         table.addNote("tenant \(Self.open) (no rateLimits), one QP pair per row, 64 in flight, 1 in 16 signaled; each WRITE to a random one of \(Format.grouped(slots)) pages (\((slots * 4096) >> 20) MiB), same order in every row")
         table.addNote("the pages are split into N equal regions and nothing else is registered at the target; a WRITE carries its page's region's rkey")
         table.addNote("a warm-up round, then \(plans.keyRounds) rounds, rows in turn within each (\(plan.windowSeconds) s counted after \(plan.settleSeconds) s); ops/s: the median round; spread: (max - min) / median of the rounds")
+        table.addNote("vs 1 MR: ops/s / the 1-region row's (above 1 is faster); cost vs 10: ns/op / the 10-region row's (above 1 is slower), same router")
         table.addNote("setup ms: opening both sessions, connecting, and registering the N regions (one router round trip each)")
         if routerOff != nil {
             table.addNote("policy+shaping off: a second router with \(Self.noEnforcementFlag), which skips the policy check and shaping but still translates keys and checks bounds and access")

@@ -82,7 +82,7 @@ final class LimitsSuite {
     private var socket: String { router.socket(for: tenant) }
 
     private func progress(_ what: String) {
-        FileHandle.standardError.write("· \(what)\n".data(using: .utf8)!)
+        benchProgress(what)
     }
 
     /// Runs one measurement; a failure becomes a row that says why.

@@ -20,15 +20,15 @@ struct Plans {
     var flood: FloodPlan
 
     static let quick = Plans(
-        latency: LatencyPlan(warmup: 1_000, iterations: 10_000, maxSeconds: 3, maxWarmupSeconds: 1),
+        latency: LatencyPlan(warmup: 1_000, iterations: 10_000, maxSeconds: 1, maxWarmupSeconds: 0.3),
         bandwidth: BandwidthPlan(messageBytes: 64 << 10, window: 16, warmup: 64, operations: 4_096,
                                  maxSeconds: 5, maxWarmupSeconds: 1),
         decisions: DecisionPlan(secondsPerLoop: 0.1),
         messageRate: BandwidthPlan(messageBytes: 8, window: 64, warmup: 4_096, operations: 200_000,
                                    maxSeconds: 3, maxWarmupSeconds: 1, signalEvery: 16),
-        audit: AuditPlan(records: 200_000),
+        audit: AuditPlan(records: 100_000),
         burst: BandwidthPlan(messageBytes: 64 << 10, window: 16, warmup: 64, operations: .max,
-                             maxSeconds: 1, maxWarmupSeconds: 0.5),
+                             maxSeconds: 0.5, maxWarmupSeconds: 0.2),
         flood: FloodPlan(maxRequests: 1_000_000, maxSeconds: 15, inFlight: 8))
     static let full = Plans(
         latency: LatencyPlan(warmup: 10_000, iterations: 100_000, maxSeconds: 20, maxWarmupSeconds: 3),
@@ -64,7 +64,7 @@ final class Suite {
     }
 
     private func progress(_ what: String) {
-        FileHandle.standardError.write("· \(what)\n".data(using: .utf8)!)
+        benchProgress(what)
     }
 
     /// Runs one measurement; a failure becomes a row that says why.

@@ -142,3 +142,13 @@ func sleepNanos(_ nanos: UInt64) {
     var remaining = timespec()
     while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
 }
+
+/// When this process started measuring, for the progress lines.
+let benchStartNanos = monotonicNanos()
+
+/// A progress line on stderr, with the seconds since the start, so that a
+/// slow or stuck measurement shows where the time goes.
+func benchProgress(_ what: String) {
+    let line = String(format: "· %6.1f s  ", Double(monotonicNanos() &- benchStartNanos) / 1e9) + what + "\n"
+    fputs(line, stderr)
+}

@@ -212,7 +212,7 @@ struct SluiceBench: ParsableCommand {
             throw ValidationError("--only: no table \"\(bad)\"; the tables are \(Self.tableNames.joined(separator: ", "))")
         }
         let plans = quick ? Plans.quick : Plans.full
-        let started = monotonicNanos()
+        let started = benchStartNanos
         let csvPath = csv.map(Self.absolute) ?? Self.defaultCSVPath()
         let svgPath = svg.map(Self.absolute) ?? (csvPath.hasSuffix(".csv") ? String(csvPath.dropLast(4)) : csvPath) + ".svg"
         Self.raiseFileLimit()
