@@ -449,6 +449,9 @@ final class LimitsSuite {
             }
         }
         let idle = plans.idleSeconds
+        // Long past the router's spin (100 times it), and at least the plan's gap.
+        let gap = max(UInt64(plans.wakeGapMillis) * 1_000_000, (spinMicros ?? 10) * 100_000)
+        let gapLabel = gap % 1_000_000 == 0 ? "\(gap / 1_000_000) ms" : String(format: "%.1f ms", Double(gap) / 1e6)
         // Let the router finish the set-up's audit records and fall asleep.
         usleep(200_000)
         add("idle, no sessions of this table", "sluice-router-idle",
@@ -459,13 +462,12 @@ final class LimitsSuite {
             defer { w.release() }
             usleep(100_000)
             let m = try routerCPU(seconds: idle)
-            let gap = max(UInt64(plans.wakeGapMillis) * 1_000_000, (spinMicros ?? 10) * 100_000)
             let asleep = try w.samples(plans.wakeSamples, gapNanos: gap)
             let awake = try w.samples(max(plans.wakeSamples, 1_000), gapNanos: 0)
             return ((m.stat, m.sched, m.wall, nil), asleep, awake)
         }
         add("idle, one connected QP pair open", "sluice-router-idle-pair", pairIdle.map(\.0))
-        wakeRows.append(("sluice: WRITE after \(plans.wakeGapMillis) ms idle (router asleep)", "sluice-router-asleep", pairIdle.map(\.1)))
+        wakeRows.append(("sluice: WRITE after \(gapLabel) idle (router asleep)", "sluice-router-asleep", pairIdle.map(\.1)))
         wakeRows.append(("sluice: WRITE right after the last one (router awake)", "sluice-router-awake", pairIdle.map(\.2)))
         for (label, system, shape) in [("8 B WRITE flood, 64 in flight, 1 in 16 signaled", "sluice-router-load-8b",
                                         FlowShape(ops: [.write], messageBytes: 8, window: 64, signalEvery: 16)),
@@ -494,7 +496,7 @@ final class LimitsSuite {
         var wake = Table(title: "Wake-up: post to completion, 8 B WRITE (µs)", columns: ["p50", "p99", "mean", "samples"])
         wakeRows.append(("baseline: thread in poll() woken by a datagram", "poll-datagram-wake",
                          measure("poll() wake-up baseline", on: []) {
-                             try ControlBaselines.datagramWake(samples: plans.wakeSamples, gapNanos: UInt64(plans.wakeGapMillis) * 1_000_000)
+                             try ControlBaselines.datagramWake(samples: plans.wakeSamples, gapNanos: gap)
                          }))
         for (label, system, r) in wakeRows {
             switch r {
@@ -509,7 +511,7 @@ final class LimitsSuite {
             }
         }
         wake.addNote("one signaled 8 B RDMA WRITE between two sessions of tenant \(tenant), timed from ibv_post_send until ibv_poll_cq returns its completion (busy-polled)")
-        wake.addNote("asleep: posted \(plans.wakeGapMillis) ms after the previous completion, long past the router's spin, so the library rings the doorbell and the router wakes from epoll_wait; p99 of \(plans.wakeSamples) samples is nearly their maximum")
+        wake.addNote("asleep: posted \(gapLabel) after the previous completion, long past the router's spin, so the library rings the doorbell and the router wakes from epoll_wait; p99 of \(plans.wakeSamples) samples is nearly their maximum")
         wake.addNote("baseline: a thread blocked in poll() on a datagram socket, woken by one byte after the same idle time; the time until its reply is seen (the kernel's part of a doorbell)")
         return (cpu, wake)
     }

@@ -36,7 +36,7 @@ enum Plot {
         let lat = series(figures, metric: "sweep_rtt_p50", systems: [("sluice-send", "Sluice SEND p50", false), ("tcp-loopback", "TCP loopback p50", false)])
             + series(figures, metric: "sweep_rtt_p99", systems: [("sluice-send", "Sluice SEND p99", true), ("tcp-loopback", "TCP loopback p99", true)])
         guard !bw.isEmpty || !lat.isEmpty else { return nil }
-        let width = 1100.0, height = 480.0
+        let width = 1100.0, height = 540.0
         var out = """
             <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="sans-serif" font-size="12">
             <rect width="100%" height="100%" fill="white"/>
