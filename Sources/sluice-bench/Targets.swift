@@ -28,6 +28,7 @@ enum Targets {
         let bw = ratio(value(f, "bandwidth", "sluice-rdma-write-rc", size: 65_536), value(f, "bandwidth", "memcpy", size: 65_536))
             ?? ratio(value(f, "sweep_bandwidth", "sluice-write-1qp", size: 65_536), value(f, "sweep_bandwidth", "memcpy", size: 65_536))
         let lat = ratio(value(f, "pingpong_rtt_p50", "sluice-send-rc"), value(f, "pingpong_rtt_p50", "tcp-loopback"))
+        let latYield = ratio(value(f, "pingpong_rtt_p50", "sluice-send-rc-yield"), value(f, "pingpong_rtt_p50", "tcp-loopback"))
         let rate = (value(f, "message_rate", "sluice-write-8b-signal16") ?? value(f, "message_rate", "sluice-rdma-write-rc-unsignaled")).map { $0 / 1e6 }
         let bwOn = ratio(value(f, "overhead_bandwidth", "sluice-64k-write-enforced"), value(f, "overhead_bandwidth", "sluice-64k-write-no-enforcement"))
         let rateOn = ratio(value(f, "overhead_rate", "sluice-no-ratelimits"), value(f, "overhead_rate", "sluice-no-enforcement"))
@@ -37,8 +38,10 @@ enum Targets {
         return [
             Row(label: "1. 64 KiB WRITE bandwidth / memcpy", check: TargetCheck(bw, .atLeast(0.8)), target: ">= 0.80",
                 source: "64 KiB bandwidth table (else the sweep)", format: two),
-            Row(label: "2. 8 B ping-pong p50 / TCP p50", check: TargetCheck(lat, .atMost(0.1)), target: "<= 0.10",
+            Row(label: "2. 8 B ping-pong p50 / TCP p50, busy-poll", check: TargetCheck(lat, .atMost(0.1)), target: "<= 0.10",
                 source: "ping-pong table, busy-polling row", format: two),
+            Row(label: "2. the same, pollers yield when idle", check: TargetCheck(latYield, .atMost(0.1)), target: "<= 0.10",
+                source: "ping-pong table, yielding row", format: two),
             Row(label: "3. 8 B WRITE rate, one QP pair (M ops/s)", check: TargetCheck(rate, .atLeast(2)), target: ">= 2.00",
                 source: "message-rate table, 1 in 16 signaled", format: two),
             Row(label: "4. bandwidth, enforcement on / off", check: TargetCheck(bwOn, .atLeast(0.95)), target: ">= 0.95",
@@ -61,7 +64,7 @@ enum Targets {
             let result: String
             switch r.check.met {
             case .some(true): result = "met"
-            case .some(false): result = r.check.shortfall.map { String(format: "missed x%.1f", $0) } ?? "missed"
+            case .some(false): result = r.check.shortfall.map { String(format: $0 < 10 ? "missed x%.2f" : "missed x%.0f", $0) } ?? "missed"
             case .none: result = "not run"
             }
             table.add(r.label, [r.check.value.map(r.format) ?? "-", r.target, result])
@@ -71,6 +74,7 @@ enum Targets {
         }
         table.addNote("each figure is a ratio of two rows of this run (or, for 3 and 6, a figure against the issue's absolute bound); \"missed xN\": N times away from the target")
         table.addNote("sources: " + rows(figures).map { "\($0.label.prefix(2)) \($0.source)" }.joined(separator: "; "))
+        table.addNote("2. is shown for both Sluice ping-pong rows: with fewer than 3 CPUs, busy-polling ping, pong and router contend for cores")
         table.addNote("not run: the table it comes from was not selected (--only) or failed; on \(Machine.onlineCPUs) CPUs shared with other work, figures are noisy")
         return (table, out)
     }

@@ -201,7 +201,8 @@ struct SluiceBench: ParsableCommand {
             Targets (issue 8), last: each of the issue's six targets as a figure \
             of this run against its bound, met / missed xN (N times away) / not \
             run: 64 KiB WRITE bandwidth / memcpy >= 0.80 (bandwidth table); 8-byte \
-            ping-pong p50 / TCP p50 <= 0.10 (busy-polling row); 8-byte WRITE \
+            ping-pong p50 / TCP p50 <= 0.10 (busy-polling and yielding rows, \
+            each); 8-byte WRITE \
             rate on one QP pair >= 2 M ops/s (message-rate table, 1 in 16 \
             signaled); enforcement on / off >= 0.95 for 64 KiB bandwidth and for \
             the 8-byte rate; per-request cost at 10,000 MRs and 1,000 idle QPs / \
