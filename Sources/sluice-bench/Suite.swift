@@ -25,7 +25,7 @@ struct Plans {
                                  maxSeconds: 5, maxWarmupSeconds: 1),
         decisions: DecisionPlan(secondsPerLoop: 0.1),
         messageRate: BandwidthPlan(messageBytes: 8, window: 64, warmup: 4_096, operations: 200_000,
-                                   maxSeconds: 3, maxWarmupSeconds: 1, signalEvery: 16),
+                                   maxSeconds: 0.5, maxWarmupSeconds: 0.2, signalEvery: 16),
         audit: AuditPlan(records: 100_000),
         burst: BandwidthPlan(messageBytes: 64 << 10, window: 16, warmup: 64, operations: .max,
                              maxSeconds: 0.5, maxWarmupSeconds: 0.2),
