@@ -147,7 +147,7 @@ struct SluiceBench: ParsableCommand {
             Key translation (issue 5): 8-byte RDMA WRITEs from one QP pair of \
             tenant open (no rateLimits), 64 in flight, 1 in 16 signaled, each to \
             a random one of 10,000 pages (4 KiB apart) of the target, in a fixed \
-            order, the same in every row. The pages are covered by 1, 10 or \
+            order, the same in every row. The pages are covered by 1, 10, \
             1,000 or 10,000 regions of equal size and nothing else is \
             registered at the target; each WRITE carries the rkey of its page's region, so with \
             many regions the router resolves a different key, in random order, \
