@@ -194,7 +194,7 @@ struct SluiceBench: ParsableCommand {
             reached), and, with the flag, open on the policy+shaping-off router; \
             interleaved rounds as for key translation; vs no limits: the ratio \
             to open's median. Enforcement overhead (issue 8): tenant open's 64 KiB \
-            WRITE bandwidth (16 in flight) on the router and on the \
+            WRITE bandwidth (16 in flight, 1 in 4 signaled) on the router and on the \
             enforcement-off router, in the same interleaved rounds; vs on: the \
             ratio to the enforced median.
 
