@@ -608,19 +608,27 @@ final class LimitsSuite {
         case .success(let cells):
             let base = cells.first(where: { $0.mrs == plans.scaleMRs.first && $0.idle == 0 && !$0.again })
                 .map { Stats.median($0.rates.map(\.operationsPerSecond)) ?? 0 }
+            var stalled: [String] = []
             for c in cells {
                 let r = c.rates.map(\.operationsPerSecond)
                 let m = Stats.median(r) ?? 0
-                let ns = 1e9 / max(m, 1)
+                if c.rates.contains(where: { $0.operations == 0 }) {
+                    stalled.append("\(Format.grouped(c.mrs)) MRs with \(Format.grouped(c.idle)) idle QPs")
+                }
+                let ns = m > 0 ? 1e9 / m : .nan
                 let costRatio = base.flatMap { Stats.ratio($0, m) }
                 let spread = r.count > 1 ? Stats.ratio((r.max()! - r.min()!) * 100, m) : nil
                 let label = "\(Format.grouped(c.mrs)) MRs, \(Format.grouped(c.idle)) idle QPs\(c.again ? " (again, after)" : "")"
-                table.add(label, [Format.nanos(ns), Format.count(m), Format.ratio(costRatio), spread.map { String(format: "%.1f", $0) } ?? "-"])
+                table.add(label, [ns.isFinite ? Format.nanos(ns) : "-", Format.count(m), Format.ratio(costRatio),
+                                  spread.map { String(format: "%.1f", $0) } ?? "-"])
                 let system = "sluice-scale-\(c.mrs)mr-\(c.idle)qp\(c.again ? "-again" : "")"
                 figures += [
                     Figure(metric: "scale_ns_per_wr", system: system, size: 8, value: ns, unit: "ns"),
                     Figure(metric: "scale_cost_vs_base", system: system, size: 8, value: costRatio ?? .nan, unit: "ratio"),
                 ]
+            }
+            if !stalled.isEmpty {
+                table.addNote("STALLED: a round completed no request at all in its \(plans.scale.windowSeconds) s window (\(stalled.joined(separator: "; "))): the router served the flow nothing meanwhile")
             }
         case .failure(let e):
             table.addFailure("scale", Self.firstLine(e))

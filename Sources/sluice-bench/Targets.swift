@@ -65,7 +65,7 @@ enum Targets {
             switch r.check.met {
             case .some(true): result = "met"
             case .some(false): result = r.check.shortfall.map { String(format: $0 < 10 ? "missed x%.2f" : "missed x%.0f", $0) } ?? "missed"
-            case .none: result = "not run"
+            case .none: result = "no figure"
             }
             table.add(r.label, [r.check.value.map(r.format) ?? "-", r.target, result])
             let system = "target-\(i + 1)"
@@ -75,7 +75,7 @@ enum Targets {
         table.addNote("each figure is a ratio of two rows of this run (or, for 3 and 6, a figure against the issue's absolute bound); \"missed xN\": N times away from the target")
         table.addNote("sources: " + rows(figures).map { "\($0.label.prefix(2)) \($0.source)" }.joined(separator: "; "))
         table.addNote("2. is shown for both Sluice ping-pong rows: with fewer than 3 CPUs, busy-polling ping, pong and router contend for cores")
-        table.addNote("not run: the table it comes from was not selected (--only) or failed; on \(Machine.onlineCPUs) CPUs shared with other work, figures are noisy")
+        table.addNote("no figure: the table it comes from was not selected (--only), failed, or completed nothing to divide by; on \(Machine.onlineCPUs) CPUs shared with other work, figures are noisy")
         return (table, out)
     }
 }

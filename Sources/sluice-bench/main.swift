@@ -200,8 +200,8 @@ struct SluiceBench: ParsableCommand {
             ratio to the enforced median.
 
             Targets (issue 8), last: each of the issue's six targets as a figure \
-            of this run against its bound, met / missed xN (N times away) / not \
-            run: 64 KiB WRITE bandwidth / memcpy >= 0.80 (bandwidth table); 8-byte \
+            of this run against its bound, met / missed xN (N times away) / no \
+            figure (not selected, failed, or nothing completed): 64 KiB WRITE bandwidth / memcpy >= 0.80 (bandwidth table); 8-byte \
             ping-pong p50 / TCP p50 <= 0.10 (busy-polling and yielding rows, \
             each); 8-byte WRITE \
             rate on one QP pair >= 2 M ops/s (message-rate table, 1 in 16 \
