@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SluiceBenchStats
 
 /// One figure, as the CSV carries it.
 struct Figure {
@@ -53,6 +54,8 @@ struct Table {
 enum Format {
     static func micros(_ v: Double) -> String { String(format: v < 100 ? "%.2f" : "%.1f", v) }
     static func gbps(_ v: Double) -> String { String(format: "%.2f", v) }
+    /// Three significant digits: for figures spanning decades (0.00412, 6.55, 43.8).
+    static func sig3(_ v: Double) -> String { String(format: "%.3g", v) }
     static func count(_ v: Double) -> String { String(format: "%.0f", v) }
     static func nanos(_ v: Double) -> String { String(format: v < 10 ? "%.2f" : v < 100 ? "%.1f" : "%.0f", v) }
     /// A ratio to two decimals, "-" when it could not be formed.
@@ -74,13 +77,9 @@ enum Format {
 enum CSV {
     /// Writes `metric,system,size,value,unit` rows, RFC 4180 quoting.
     static func write(_ figures: [Figure], to path: String) throws {
-        func field(_ s: String) -> String {
-            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
-                ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-        }
-        var text = "metric,system,size,value,unit\n"
+        var text = CSVText.row(["metric", "system", "size", "value", "unit"])
         for f in figures {
-            text += [f.metric, f.system, String(f.size), String(format: "%.6g", f.value), f.unit].map(field).joined(separator: ",") + "\n"
+            text += CSVText.row([f.metric, f.system, String(f.size), String(format: "%.6g", f.value), f.unit])
         }
         do {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
