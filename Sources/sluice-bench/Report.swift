@@ -126,3 +126,24 @@ enum Machine {
         return "build mode unknown"
     }
 }
+
+/// CPU affinity of a thread (pid 0: the calling thread; threads and
+/// processes it starts afterwards inherit it).
+enum Affinity {
+    /// Restricts `pid` to `cpus`; false (errno set) when the kernel refuses.
+    @discardableResult
+    static func pin(_ pid: pid_t, to cpus: [Int]) -> Bool {
+        // A cpu_set_t of 1024 CPUs (glibc's size), built by hand: Swift's
+        // Glibc module shows neither the type nor its macros.
+        var words = [UInt64](repeating: 0, count: 16)
+        for c in cpus where c >= 0 && c < 1024 { words[c / 64] |= UInt64(1) << UInt64(c % 64) }
+        return words.withUnsafeBytes { sluiceSchedSetaffinity(pid, $0.count, $0.baseAddress!) } == 0
+    }
+
+    static var allCPUs: [Int] { Array(0..<max(1, Machine.onlineCPUs)) }
+}
+
+/// glibc's sched_setaffinity(2) wrapper, declared here because Swift's Glibc
+/// module hides it (it is a _GNU_SOURCE function).
+@_silgen_name("sched_setaffinity")
+private func sluiceSchedSetaffinity(_ pid: pid_t, _ size: Int, _ mask: UnsafeRawPointer) -> Int32
