@@ -22,6 +22,7 @@ help:
 	@echo "make demo    run unmodified ibv_rc_pingpong through a Sluice router"
 	@echo "make test    build and run every test"
 	@echo "make bench   release build; latency, bandwidth, policy and audit costs beside baselines"
+	@echo "             (QUICK=1: the short run, under a minute; BENCH_ARGS=... more sluice-bench options)"
 	@echo "make build   build the router, the CLI and libsluice-verbs.so"
 
 all: build
@@ -74,7 +75,7 @@ bench: deps lib
 	@# The seccomp-violation trigger is for tests: never in a release build.
 	@! nm .build/release/sluice-router | grep -q sluiceTestHook || { echo "release sluice-router contains a test hook"; exit 1; }
 	$(SWIFT) build -c release --product sluice-bench
-	.build/release/sluice-bench $(BENCH_ARGS)
+	.build/release/sluice-bench $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf .build

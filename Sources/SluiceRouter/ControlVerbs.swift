@@ -447,6 +447,7 @@ extension Router {
             if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
             qp.held = nil
+            qp.progress = 0
             qp.paid = false
             qp.attrs = QPAttributes()
             qp.sqCons = qp.sqProd
@@ -459,11 +460,14 @@ extension Router {
             if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
             qp.held = nil
+            qp.progress = 0
             qp.paid = false
         default:
             break
         }
         qp.setState(state)
+        // A new state may mean work (RTS: sends posted before; ERR: a flush).
+        fabric.activate(qp)
     }
 
     func queryQP(_ s: Session, _ req: sluice_handle_req) throws -> Reply {

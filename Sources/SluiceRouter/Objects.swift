@@ -228,12 +228,21 @@ final class QueuePair {
     var held: sluice_send_wqe?
     /// The held request has passed the shaper (it waits for something else).
     var paid = false
+    /// Bytes of the held request already moved (a long one moves in pieces).
+    var progress = 0
     /// The tenant's scheduling lane, and this QP's shaper (tenant and QP buckets).
     unowned let lane: TenantLane
     var shaper: RateShaper
     /// Router-private consumer indices.
     var sqCons: UInt32 = 0
     var rqCons: UInt32 = 0
+    /// In its lane's active list (the poller looks at it every pass).
+    var active = false
+    /// When the poller first found it with nothing to do, since it last had work (0: not idle).
+    var idleSince: UInt64 = 0
+    /// Whether the tenant library hints this QP's posts (its handle has a bit
+    /// in the session page); a QP without one is never retired.
+    var hinted: Bool { handle >= 1 && handle <= SLUICE_POSTED_QPS }
 
     init(qpn: UInt32, session: Session, pd: ProtectionDomain, sendCQ: CompletionQueue, recvCQ: CompletionQueue,
          mapping: SharedMapping, layout: sluice_qp_layout, sqCapacity: UInt32, rqCapacity: UInt32,

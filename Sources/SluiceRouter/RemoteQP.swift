@@ -269,6 +269,7 @@ extension Router {
         r.arrived = resp
         // The fabric finishes it on its next visit (which also checks CQ room).
         qp.stall = Stall(kind: .peerNotReady, retryAt: 0, retriesLeft: -1)
+        fabric.activate(qp)
     }
 
     /// The target's side: every check against this router's own tables.

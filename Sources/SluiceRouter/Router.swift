@@ -236,10 +236,10 @@ public final class Router {
             }
             // Sleep: announce it, then look once more, so a post that raced
             // with the announcement is either seen here or rings the doorbell.
-            for s in sessions.values { s.setRouterAsleep(true) }
+            for s in fabric.sessionList { s.setRouterAsleep(true) }
             sluice_fence()
             if fabric.pollOnce(now: Sys.monotonicNanos(), router: self) {
-                for s in sessions.values { s.setRouterAsleep(false) }
+                for s in fabric.sessionList { s.setRouterAsleep(false) }
                 idleSince = Sys.monotonicNanos()
                 continue
             }
@@ -247,13 +247,13 @@ public final class Router {
             var wake = fabric.nextDeadline()
             if let p = nextParkedDeadline { wake = min(wake ?? p, p) }
             if let c = cluster?.nextDeadline { wake = min(wake ?? c, c) }
-            if sessions.values.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
+            if fabric.sessionList.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
             if let deadline = wake {
                 let t = Sys.monotonicNanos()
                 timeout = deadline <= t ? 0 : Int32(min((deadline - t + 999_999) / 1_000_000, 60_000))
             }
             serviceEvents(timeoutMillis: timeout)
-            for s in sessions.values { s.setRouterAsleep(false) }
+            for s in fabric.sessionList { s.setRouterAsleep(false) }
             idleSince = Sys.monotonicNanos()
         }
         shutdown()
@@ -336,6 +336,7 @@ public final class Router {
                 try watch(fd, Router.tag(.session, id))
                 try watch(s.doorbellRead, Router.tag(.doorbell, id))
                 sessions[id] = s
+                fabric.addSession(s)
                 sessionIDs[fd] = id
                 endpointsByLID[lid] = s
                 endpointsByIPv4[ipv4] = s
@@ -448,6 +449,7 @@ public final class Router {
         unwatch(s.doorbellRead)
         Sys.close(s.fd)
         sessions[s.id] = nil
+        fabric.removeSession(s)
         sessionIDs[s.fd] = nil
         endpointsByLID[s.lid] = nil
         endpointsByIPv4[s.ipv4] = nil
@@ -694,7 +696,8 @@ public final class Router {
                 "bytes": lane.bytesMoved, "requests": lane.requests,
                 "throttledRequests": c.throttledRequests, "throttledSeconds": Double(c.throttledNanoseconds) / 1e9,
                 "controlVerbsThrottled": lane.limiter.controlVerbCounters.throttledRequests,
-                "queueDepth": lane.queueDepth, "queuePairs": lane.qps.count, "weight": lane.limiter.weight,
+                "queueDepth": lane.queueDepth, "queuePairs": lane.qps.count, "activeQueuePairs": lane.active.count,
+                "weight": lane.limiter.weight,
                 "routerSeconds": Double(CycleClock.shared.nanos(ticks: lane.credit.charged)) / 1e9,
             ]
         }

@@ -12,6 +12,9 @@ final class TenantLane {
     let tenant: String
     let limiter: TenantRateLimiter
     var qps: [QueuePair] = []
+    /// The QPs the poller looks at: those with work, recently busy, or
+    /// hinted by the tenant library since (`SoftwareFabric.harvestHints`).
+    var active: [QueuePair] = []
     var cursor = 0
     var credit = LaneCredit()
     /// The lane found nothing to do when last served: when it has work
@@ -67,6 +70,8 @@ final class SoftwareFabric {
     /// One lane per tenant, served by deficit round robin.
     private var lanes: [TenantLane] = []
     private var laneStart = 0
+    /// Sessions whose posted-QP hints the poller reads each pass.
+    private var sessions: [Session] = []
     /// Inline data is copied out of the (already copied) request into here.
     private let inlineScratch = UnsafeMutableRawPointer.allocate(byteCount: Int(SLUICE_MAX_INLINE), alignment: 64)
     private var src: [(UnsafeRawPointer, Int)] = []
@@ -97,8 +102,17 @@ final class SoftwareFabric {
     static let chargeCapNanos: UInt64 = 50_000
     /// Quiet lanes looked at between busy lanes: only those with at most
     /// this many QPs, at most this many of them.
+    /// A request longer than this moves in pieces of this size, one per
+    /// visit of its QP, so a neighbour's next request waits for one piece
+    /// (about 10 µs), not for a whole 4 MiB copy (about 150 µs). Keys,
+    /// bounds and the connection are checked again before every piece.
+    static let chunkBytes = 256 << 10
     static let wokenLaneQPs = 4
     static let wokenLanesPerSlice = 8
+    /// How long a QP may have nothing to do before the poller stops
+    /// looking at it (until the library's hint): long enough that a
+    /// ping-pong or RPC QP stays in the active list between messages.
+    static let retireNanos: UInt64 = 50_000
 
     init() {
         quantumTicks = max(1, clock.ticks(nanos: SoftwareFabric.quantumNanos))
@@ -125,6 +139,80 @@ final class SoftwareFabric {
         positions[ObjectIdentifier(qp)] = qps.count
         qps.append(qp)
         qp.lane.qps.append(qp)
+        activate(qp)
+    }
+
+    func addSession(_ s: Session) { sessions.append(s) }
+
+    /// Every open session, in an array: the poller's idle path walks it
+    /// (a Dictionary's values cost an iterator and a retain each).
+    var sessionList: [Session] { sessions }
+
+    func removeSession(_ s: Session) {
+        if let i = sessions.firstIndex(where: { $0 === s }) { sessions.remove(at: i) }
+    }
+
+    /// Puts a QP in its lane's active list (a hint, a state change, a new QP).
+    func activate(_ qp: QueuePair) {
+        qp.idleSince = 0
+        guard !qp.active, !qp.destroyed, positions[ObjectIdentifier(qp)] != nil else { return }
+        qp.active = true
+        qp.lane.active.append(qp)
+    }
+
+    /// Reads the posted-QP hints of every session whose summary is set
+    /// (one load per session otherwise) and activates the hinted QPs.
+    private func harvestHints() {
+        for s in sessions {
+            let page = s.pagePointer
+            guard sluice_hint_take_summary(page) != 0 else { continue }
+            for w in 0..<Int(SLUICE_POSTED_QPS / 64) {
+                var word = sluice_hint_word(page, UInt32(w))
+                while word != 0 {
+                    let b = word.trailingZeroBitCount
+                    word &= word &- 1
+                    if let qp = s.qps.lookup(UInt32(w * 64 + b + 1)), !qp.active { activate(qp) }
+                }
+            }
+        }
+    }
+
+    /// Whether the poller may stop looking at a QP it just found idle: it
+    /// has been idle `retireNanos`, holds nothing, and — after clearing its
+    /// hint bit with a full barrier — still has nothing posted. If the
+    /// producer index moved meanwhile the bit is set again and the QP stays.
+    private func retire(_ qp: QueuePair, now: UInt64) -> Bool {
+        guard qp.hinted, qp.stall == nil, qp.held == nil else {
+            qp.idleSince = 0
+            return false
+        }
+        if qp.idleSince == 0 {
+            qp.idleSince = now
+            return false
+        }
+        guard now &- qp.idleSince >= SoftwareFabric.retireNanos else { return false }
+        let page = qp.session.pagePointer
+        sluice_hint_mark(page, qp.handle, 0)
+        if hasPostedWork(qp) {
+            sluice_hint_mark(page, qp.handle, 1)
+            qp.idleSince = 0
+            return false
+        }
+        return true
+    }
+
+    /// Work the poller would do for this QP now: sends in RTS, flushes in
+    /// ERR. A corrupt producer index counts as work (the visit reports it).
+    private func hasPostedWork(_ qp: QueuePair) -> Bool {
+        switch qp.state {
+        case .rts:
+            return qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) != 0
+        case .error:
+            return qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) != 0
+                || qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity) != 0
+        default:
+            return false
+        }
     }
 
     func remove(_ qp: QueuePair) {
@@ -135,10 +223,14 @@ final class SoftwareFabric {
             positions[ObjectIdentifier(last)] = i
         }
         if let j = qp.lane.qps.firstIndex(where: { $0 === qp }) {
-            if j == qp.lane.cursor { qp.lane.carry = 0 }
             qp.lane.qps.remove(at: j)
+        }
+        if qp.active, let j = qp.lane.active.firstIndex(where: { $0 === qp }) {
+            if j == qp.lane.cursor { qp.lane.carry = 0 }
+            qp.lane.active.remove(at: j)
             if qp.lane.cursor > j { qp.lane.cursor -= 1 }
         }
+        qp.active = false
     }
 
     /// One pass: every tenant with QPs gets a quantum (times its weight) of
@@ -148,10 +240,11 @@ final class SoftwareFabric {
     func pollOnce(now: UInt64, router: Router) -> Bool {
         let n = lanes.count
         guard n > 0 else { return false }
+        harvestHints()
         var worked = false
         for i in 0..<n {
             let lane = lanes[(laneStart &+ i) % n]
-            if lane.qps.isEmpty { continue }
+            if lane.active.isEmpty { continue }
             // One quantum per pass; unused credit does not pile up, debt
             // (a request that took longer than the credit) is kept.
             lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
@@ -173,7 +266,7 @@ final class SoftwareFabric {
     private func serveWoken(besides busy: TenantLane, now: UInt64, router: Router) -> Bool {
         var worked = false
         var looked = 0
-        for lane in lanes where lane.quiet && lane !== busy && !lane.qps.isEmpty && lane.qps.count <= SoftwareFabric.wokenLaneQPs {
+        for lane in lanes where lane.quiet && lane !== busy && !lane.active.isEmpty && lane.active.count <= SoftwareFabric.wokenLaneQPs {
             if serve(lane, now: now, router: router) { worked = true }
             looked += 1
             if looked == SoftwareFabric.wokenLanesPerSlice { break }
@@ -188,14 +281,14 @@ final class SoftwareFabric {
         var idle = 0
         var i = lane.cursor
         lane.credit.start(CycleClock.now())
-        while idle < lane.qps.count {
+        while idle < lane.active.count {
             if lane.credit.exhausted {
                 // Out of credit with work left: the next pass goes on.
                 worked = true
                 break
             }
-            if i >= lane.qps.count { i = 0 }
-            let qp = lane.qps[i]
+            if i >= lane.active.count { i = 0 }
+            let qp = lane.active[i]
             let budget = lane.carry > 0 ? lane.carry : SoftwareFabric.burst
             lane.carry = 0
             let did: Bool
@@ -211,18 +304,23 @@ final class SoftwareFabric {
             // that from work waiting).
             if did {
                 lane.credit.charge(CycleClock.now(), cap: visitCapTicks)
-            } else {
-                lane.credit.start(CycleClock.now())
-            }
-            if lane.carry == 0 { i += 1 }
-            if did {
+                qp.idleSince = 0
                 worked = true
                 idle = 0
+                if lane.carry == 0 { i += 1 }
+            } else if retire(qp, now: now) {
+                // Out of the active list until its next hint; the QP now
+                // at `i` is the next one to look at.
+                lane.credit.start(CycleClock.now())
+                qp.active = false
+                lane.active.remove(at: i)
             } else {
+                lane.credit.start(CycleClock.now())
                 idle += 1
+                i += 1
             }
         }
-        lane.cursor = lane.qps.isEmpty ? 0 : i % lane.qps.count
+        lane.cursor = lane.active.isEmpty ? 0 : i % lane.active.count
         lane.quiet = !worked
         return worked
     }
@@ -252,6 +350,8 @@ final class SoftwareFabric {
         case completed
         case failed // an error completion was written; the QP goes to ERR
         case wait(Stall)
+        /// A long request moved `chunkBytes` more; it stays at the head.
+        case progressed
     }
 
     private func processSends(_ qp: QueuePair, _ lane: TenantLane, budget: Int, now: UInt64, router: Router) -> Bool {
@@ -292,6 +392,12 @@ final class SoftwareFabric {
                 qp.held = wqe
                 qp.stall = s
                 return did
+            case .progressed:
+                // Part of a long request is done: the rest is this QP's
+                // next visit, after every other QP and lane had its turn.
+                qp.held = wqe
+                qp.stall = nil
+                return true
             }
         }
         return did
@@ -428,7 +534,7 @@ final class SoftwareFabric {
                 return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_LEN_ERR), remote: UInt32(SLUICE_WC_REM_INV_REQ_ERR),
                                       wcOpcode, router, "length", "message of \(total) bytes does not fit the \(room)-byte receive buffers")
             }
-            copy(src, dst)
+            if copyPiece(qp, total) == nil { return .progressed }
         } else if !isSend {
             // RDMA WRITE, READ or atomic: the rkey resolves only in the peer QP's PD.
             let needFlag = UInt32(isAtomic ? SLUICE_ACCESS_REMOTE_ATOMIC : isRead ? SLUICE_ACCESS_REMOTE_READ : SLUICE_ACCESS_REMOTE_WRITE)
@@ -466,14 +572,20 @@ final class SoftwareFabric {
                                     "atomic target is not 8-byte aligned in the region's memory")
                     }
                     let word = p.assumingMemoryBound(to: UInt64.self)
-                    var old = w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
+                    let old = w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
                         ? sluice_atomic_fetch_add64(word, w.compare_add)
                         : sluice_atomic_cmp_swap64(word, w.compare_add, w.swap)
-                    withUnsafeBytes(of: &old) { scatter($0.baseAddress!, 8, dst) }
+                    // The original value goes to the local buffers (8 bytes,
+                    // perhaps over several SGEs), by way of the scratch.
+                    inlineScratch.storeBytes(of: old, as: UInt64.self)
+                    src.append((UnsafeRawPointer(inlineScratch), 8))
+                    copyRange(from: 0, count: 8)
                 } else if isRead {
-                    scatter(UnsafeRawPointer(p), Int(total), dst)
+                    src.append((UnsafeRawPointer(p), Int(total)))
+                    if copyPiece(qp, total) == nil { return .progressed }
                 } else {
-                    gather(src, p)
+                    dst.append((p, Int(total)))
+                    if copyPiece(qp, total) == nil { return .progressed }
                 }
             }
         }
@@ -536,6 +648,7 @@ final class SoftwareFabric {
         qp.held = nil
         qp.stall = nil
         qp.paid = false
+        qp.progress = 0
         return .failed
     }
 
@@ -601,38 +714,53 @@ final class SoftwareFabric {
 
     // MARK: moving bytes
 
-    private func copy(_ src: [(UnsafeRawPointer, Int)], _ dst: [(UnsafeMutableRawPointer, Int)]) {
-        var di = 0, doff = 0
-        for (sp, slen) in src {
-            var soff = 0
-            while soff < slen {
-                let (dp, dlen) = dst[di]
-                let n = min(slen - soff, dlen - doff)
-                memmove(dp + doff, sp + soff, n)
-                soff += n
-                doff += n
-                if doff == dlen {
-                    di += 1
-                    doff = 0
-                }
+    /// Moves the next piece of the request's `total` bytes from `src` to
+    /// `dst` (the gather and scatter lists, each covering at least `total`
+    /// bytes): all of it when it is at most `chunkBytes`, else the next
+    /// `chunkBytes` after `qp.progress`. Returns nil while bytes remain (the
+    /// request stays at the head), or the bytes moved in all once done.
+    private func copyPiece(_ qp: QueuePair, _ total: UInt64) -> UInt64? {
+        let total = Int(total)
+        let from = qp.progress
+        let count = min(total - from, SoftwareFabric.chunkBytes)
+        copyRange(from: from, count: count)
+        if from + count < total {
+            qp.progress = from + count
+            return nil
+        }
+        qp.progress = 0
+        return UInt64(total)
+    }
+
+    /// Copies bytes [from, from + count) of the gather list `src` to the
+    /// same bytes of the scatter list `dst`.
+    private func copyRange(from: Int, count: Int) {
+        var si = 0, soff = from
+        while si < src.count && soff >= src[si].1 {
+            soff -= src[si].1
+            si += 1
+        }
+        var di = 0, doff = from
+        while di < dst.count && doff >= dst[di].1 {
+            doff -= dst[di].1
+            di += 1
+        }
+        var left = count
+        while left > 0 {
+            let (sp, slen) = src[si], (dp, dlen) = dst[di]
+            let n = min(left, slen - soff, dlen - doff)
+            memmove(dp + doff, sp + soff, n)
+            left -= n
+            soff += n
+            doff += n
+            if soff == slen {
+                si += 1
+                soff = 0
             }
-        }
-    }
-
-    private func gather(_ src: [(UnsafeRawPointer, Int)], _ to: UnsafeMutableRawPointer) {
-        var off = 0
-        for (p, n) in src {
-            memmove(to + off, p, n)
-            off += n
-        }
-    }
-
-    private func scatter(_ from: UnsafeRawPointer, _ total: Int, _ dst: [(UnsafeMutableRawPointer, Int)]) {
-        var off = 0
-        for (p, n) in dst where off < total {
-            let k = min(n, total - off)
-            memmove(p, from + off, k)
-            off += k
+            if doff == dlen {
+                di += 1
+                doff = 0
+            }
         }
     }
 

@@ -33,12 +33,16 @@ static void write_doorbell(int fd)
 	} while (n < 0 && errno == EINTR);
 }
 
-void sluice_ring_doorbell(struct sluice_context *sctx)
+/* After publishing a producer index of a QP: the posted-QP hint, then the
+ * doorbell if the router sleeps. The hint ends with a full fence, which
+ * pairs with the router storing router_asleep = 1 and then checking the
+ * rings once more before it sleeps: either it sees our new index (and
+ * hint), or we see its flag. */
+static void posted(struct sluice_qp *sqp)
 {
-	/* Pairs with the router storing router_asleep = 1 and then checking the
-	 * rings once more before it sleeps: either it sees our new index, or we
-	 * see its flag. */
-	sluice_fence();
+	struct sluice_context *sctx = to_sctx(sqp->ibv_qp.context);
+
+	sluice_hint_posted(sctx->session, sqp->ibv_qp.handle);
 	if (sluice_load_relaxed(&sctx->session->router_asleep))
 		write_doorbell(sctx->doorbell_fd);
 }
@@ -171,9 +175,8 @@ int sluice_post_send(struct ibv_qp *qp, struct ibv_send_wr *wr, struct ibv_send_
 	pthread_spin_unlock(&sqp->sq_lock);
 	if (err)
 		*bad_wr = wr;
-	if (prod != start) {
-		sluice_ring_doorbell(to_sctx(qp->context));
-	}
+	if (prod != start)
+		posted(sqp);
 	return err;
 }
 
@@ -221,9 +224,8 @@ int sluice_post_recv(struct ibv_qp *qp, struct ibv_recv_wr *wr, struct ibv_recv_
 	pthread_spin_unlock(&sqp->rq_lock);
 	if (err)
 		*bad_wr = wr;
-	if (prod != start) {
-		sluice_ring_doorbell(to_sctx(qp->context));
-	}
+	if (prod != start)
+		posted(sqp);
 	return err;
 }
 

@@ -197,9 +197,6 @@ int sluice_dealloc_mw(struct ibv_mw *mw);
 /* Installs the library's one ops table into a fresh verbs_context. */
 void sluice_set_ops(struct verbs_context *vctx);
 
-/* Rings the router's doorbell if it said it is asleep (datapath.c). */
-void sluice_ring_doorbell(struct sluice_context *sctx);
-
 /* poll_cq looks for a dead router after this many empty polls in a row. */
 #define SLUICE_DEAD_ROUTER_POLLS (1u << 16)
 /* Whether the router closed this session (checked without blocking). */

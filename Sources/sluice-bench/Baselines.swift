@@ -76,6 +76,51 @@ enum Baselines {
         return LatencySummary(nanos: samples)
     }
 
+    /// The same ping-pong with `bytes`-byte messages (at least 8; the first
+    /// 8 carry the sequence number, which the reply must echo).
+    static func tcpPingPong(plan: LatencyPlan, bytes: Int) throws -> LatencySummary {
+        precondition(bytes >= 8)
+        let (a, b) = try TCPLoopback.connectedPair()
+        defer {
+            close(a)
+            close(b)
+        }
+        let samples = try runPair(passive: { _ in
+            defer { shutdown(b, Int32(SHUT_RDWR)) }
+            let buf = try PageBuffer(bytes: bytes)
+            defer { buf.free() }
+            while try TCPLoopback.readFully(b, buf.base, bytes) {
+                try TCPLoopback.writeFully(b, buf.base, bytes)
+            }
+        }, active: { _ -> [UInt64] in
+            defer { shutdown(a, Int32(SHUT_WR)) }
+            let out = try PageBuffer(bytes: bytes)
+            let back = try PageBuffer(bytes: bytes)
+            defer {
+                out.free()
+                back.free()
+            }
+            fillPattern(out.base, bytes)
+            var failure: Error?
+            let samples = timedRoundTrips(plan) { i in
+                guard failure == nil else { return }
+                do {
+                    out.base.storeBytes(of: UInt64(i), as: UInt64.self)
+                    try TCPLoopback.writeFully(a, out.base, bytes)
+                    guard try TCPLoopback.readFully(a, back.base, bytes),
+                          back.base.load(as: UInt64.self) == UInt64(i) else {
+                        throw BenchFailure("TCP ping-pong: the echo of \(i) (\(bytes) bytes) did not come back")
+                    }
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure { throw failure }
+            return samples
+        })
+        return LatencySummary(nanos: samples)
+    }
+
     /// Runs `roundTrip(i)` for warm-up then timed iterations; returns the
     /// timed durations.
     private static func timedRoundTrips(_ plan: LatencyPlan, _ roundTrip: (Int) -> Void) -> [UInt64] {
@@ -255,6 +300,21 @@ enum TCPLoopback {
 
     static func writeFully(_ fd: Int32, _ word: inout UInt64, _ count: Int) throws {
         try withUnsafeBytes(of: &word) { try writeFully(fd, $0.baseAddress!, count) }
+    }
+
+    /// Reads exactly `count` bytes into `p`; false on a clean end of stream first.
+    static func readFully(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ count: Int) throws -> Bool {
+        var off = 0
+        while off < count {
+            let n = retryingEINTR { read(fd, p + off, count - off) }
+            if n < 0 { throw SystemCallError("read(TCP)", errno) }
+            if n == 0 {
+                if off == 0 { return false }
+                throw BenchFailure("TCP: stream ended inside a message")
+            }
+            off += n
+        }
+        return true
     }
 
     /// Reads exactly `count` bytes; false on a clean end of stream first.

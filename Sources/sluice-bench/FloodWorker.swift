@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SluiceBenchStats
 
 /// A flow in a process of its own: this same executable, started with the
 /// hidden `--flood-worker` options, so that a noisy tenant is another
@@ -13,7 +14,9 @@ final class WorkerFlow: FlowHandle {
     let pid: pid_t
     private var endedWith: String?
 
-    init(name: String, socket: String, shape: FlowShape, controlPath: String) throws {
+    /// `nice`: the worker's CPU priority (setpriority); 19 gives it the
+    /// kernel's smallest CPU weight, as a container's cgroup would bound it.
+    init(name: String, socket: String, shape: FlowShape, controlPath: String, nice: Int32 = 0) throws {
         self.name = name
         control = try FlowControl(path: controlPath, create: true)
         let me = try Self.ownExecutable()
@@ -29,6 +32,12 @@ final class WorkerFlow: FlowHandle {
         let rc = posix_spawn(&child, me, &actions, nil, &argv, environ)
         guard rc == 0 else { throw SystemCallError("posix_spawn(\(me) --flood-worker)", rc) }
         pid = child
+        if nice != 0 && setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(child), nice) != 0 {
+            let e = errno
+            kill(child, SIGKILL)
+            _ = reap(blocking: true)
+            throw SystemCallError("setpriority(\(child), \(nice))", e)
+        }
     }
 
     static func ownExecutable() throws -> String {
@@ -106,15 +115,27 @@ final class WorkerFlow: FlowHandle {
 }
 
 /// CPU time of a process from /proc/<pid>/stat (utime + stime, fields 14
-/// and 15, in clock ticks).
+/// and 15, in clock ticks; parsed by `ProcFields`).
 enum ProcessCPU {
     static func nanos(pid: pid_t) -> UInt64? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")") else { return nil }
-        // Fields after the command name (which may hold spaces), from field 3.
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { return nil }
-        let hz = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
-        return (user + system) * 1_000_000_000 / hz
+              let ticks = ProcFields.cpuTicks(stat: text) else { return nil }
+        return Stats.ticksToNanos(ticks, ticksPerSecond: UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1)))
+    }
+}
+
+/// A process's memory as /proc reports it, in KiB: resident set (VmRSS of
+/// /proc/<pid>/status) and proportional set (Pss of smaps_rollup, where a
+/// page shared by two processes counts half; nil where it cannot be read).
+struct ProcessMemory {
+    let rssKiB: UInt64
+    let pssKiB: UInt64?
+
+    init?(pid: pid_t) {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let rss = ProcFields.kilobytes("VmRSS", in: status) else { return nil }
+        rssKiB = rss
+        pssKiB = (try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8))
+            .flatMap { ProcFields.kilobytes("Pss", in: $0) }
     }
 }

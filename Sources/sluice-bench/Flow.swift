@@ -581,8 +581,9 @@ enum Flows {
     /// drifts during the run (the machine's other load, CPU clocks) touches
     /// every flow alike, after a first round that only warms up (each flow
     /// runs for `settle`). Returns each flow's rates, one per round; stops
-    /// every flow at the end. Flows must be ready.
-    static func rounds(_ flows: [FlowHandle], count: Int, settle: Double, window: Double) throws -> [[FlowRate]] {
+    /// every flow at the end, unless `keepRunning` (then they stay paused,
+    /// for more rounds later). Flows must be ready (or paused).
+    static func rounds(_ flows: [FlowHandle], count: Int, settle: Double, window: Double, keepRunning: Bool = false) throws -> [[FlowRate]] {
         var rates = [[FlowRate]](repeating: [], count: flows.count)
         do {
             // A round that counts nothing first: the router is still writing
@@ -603,7 +604,7 @@ enum Flows {
                     rates[i].append(FlowRate(from: a, to: b))
                 }
             }
-            try finish(flows)
+            if !keepRunning { try finish(flows) }
             return rates
         } catch {
             try? finish(flows)

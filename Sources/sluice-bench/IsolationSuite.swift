@@ -53,20 +53,20 @@ struct IsolationPlans {
     var overheadRounds: Int
 
     static let quick = IsolationPlans(
-        keys: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2),
-        keyRegions: [1, 10, 10_000], keySlots: 10_000, keyRounds: 3,
-        shaping: WindowPlan(settleSeconds: 0.15, windowSeconds: 0.5),
+        keys: WindowPlan(settleSeconds: 0.06, windowSeconds: 0.12),
+        keyRegions: [1, 10, 1_000, 10_000], keySlots: 10_000, keyRounds: 2,
+        shaping: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.25),
         // Quick: every rate for WRITE; SEND and READ at the lowest rate,
         // the one most likely to be within reach of any machine.
         bandwidthPoints: [(.write, [1, 4, 16].map { $0 * 1_000_000_000 }), (.send, [1_000_000_000]), (.read, [1_000_000_000])],
         operationPoints: [(.write, [100_000, 1_000_000, 4_000_000]), (.send, [100_000]), (.read, [100_000])],
         shapingBurstSeconds: 0.01,
-        victimLatency: LatencyPlan(warmup: 500, iterations: 20_000, maxSeconds: 0.5, maxWarmupSeconds: 0.1),
-        victimStream: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.5),
+        victimLatency: LatencyPlan(warmup: 500, iterations: 20_000, maxSeconds: 0.3, maxWarmupSeconds: 0.1),
+        victimStream: WindowPlan(settleSeconds: 0.1, windowSeconds: 0.3),
         noisySettleSeconds: 0.2, noisyQPs: 8, floodWindow: 1024, floodSignalEvery: 64, floodSleepMicros: 1000, noisyLimits: [1_000_000, 100_000],
         fairness: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
         fairQPs: 4,
-        overhead: WindowPlan(settleSeconds: 0.08, windowSeconds: 0.2), overheadRounds: 5)
+        overhead: WindowPlan(settleSeconds: 0.06, windowSeconds: 0.15), overheadRounds: 3)
 
     static let full = IsolationPlans(
         keys: WindowPlan(settleSeconds: 0.3, windowSeconds: 1),
@@ -174,7 +174,7 @@ final class IsolationSuite {
     }
 
     private func progress(_ what: String) {
-        FileHandle.standardError.write("· \(what)\n".data(using: .utf8)!)
+        benchProgress(what)
     }
 
     /// Runs one measurement against `on`; a failure becomes a row that says why.
@@ -204,10 +204,10 @@ final class IsolationSuite {
         try ThreadFlow(name: "\(tenant)'s \(shape.ops.map(\.label).joined(separator: "+")) flow", socket: r.socket(for: tenant), shape: shape)
     }
 
-    private func worker(_ tenant: String, _ shape: FlowShape) throws -> WorkerFlow {
+    private func worker(_ tenant: String, _ shape: FlowShape, nice: Int32 = 0) throws -> WorkerFlow {
         workerCount += 1
         return try WorkerFlow(name: "flood worker for \(tenant)", socket: router.socket(for: tenant), shape: shape,
-                              controlPath: "\(router.runtimeDir)/flow-\(workerCount).ctl")
+                              controlPath: "\(router.runtimeDir)/flow-\(workerCount).ctl", nice: nice)
     }
 
     /// One flow in a thread of this process: set up, settle, count, stop.
@@ -277,7 +277,7 @@ final class IsolationSuite {
         let plan = plans.keys
         let slots = plans.keySlots
         var table = Table(title: "Key translation: 8 B RDMA WRITE, random pages and rkeys",
-                          columns: ["ns/op", "ops/s", "vs 1 MR", "spread %", "setup ms"])
+                          columns: ["ns/op", "ops/s", "vs 1 MR", "cost vs 10", "spread %", "setup ms"])
         func shape(_ regions: Int) -> FlowShape {
             var s = FlowShape(ops: [.write], messageBytes: 8, window: 64, signalEvery: 16)
             s.targetRegions = regions
@@ -303,19 +303,26 @@ final class IsolationSuite {
         switch runs {
         case .success(let results):
             var base: [ObjectIdentifier: Double] = [:]
+            var base10: [ObjectIdentifier: Double] = [:]
             for (row, result) in zip(rows, results) where row.regions == 1 {
                 base[ObjectIdentifier(row.router)] = Self.medianAndSpread(result.rates).median
+            }
+            for (row, result) in zip(rows, results) where row.regions == 10 {
+                base10[ObjectIdentifier(row.router)] = Self.medianAndSpread(result.rates).median
             }
             for (row, (rates, setup)) in zip(rows, results) {
                 let (m, spread) = Self.medianAndSpread(rates)
                 let ns = 1e9 / max(m, 1)
                 let vs = base[ObjectIdentifier(row.router)].flatMap { Stats.ratio(m, $0) }
-                table.add(row.label, [Format.nanos(ns), Format.count(m), Format.ratio(vs),
+                // Per-request cost relative to 10 regions: issue 8's scale target reads it.
+                let cost10 = base10[ObjectIdentifier(row.router)].flatMap { Stats.ratio($0, m) }
+                table.add(row.label, [Format.nanos(ns), Format.count(m), Format.ratio(vs), Format.ratio(cost10),
                                       spread.map { String(format: "%.1f", $0) } ?? "-", Format.count(Double(setup) / 1e6)])
                 figures += [
                     Figure(metric: "key_translation_ns", system: row.system, size: 8, value: ns, unit: "ns"),
                     Figure(metric: "key_translation_rate", system: row.system, size: 8, value: m, unit: "ops/s"),
                     Figure(metric: "key_translation_vs_1mr", system: row.system, size: 8, value: vs ?? .nan, unit: "ratio"),
+                    Figure(metric: "key_translation_cost_vs_10mr", system: row.system, size: 8, value: cost10 ?? .nan, unit: "ratio"),
                     Figure(metric: "key_translation_spread", system: row.system, size: 8, value: spread ?? .nan, unit: "%"),
                     Figure(metric: "key_translation_setup", system: row.system, size: 8, value: Double(setup) / 1e6, unit: "ms"),
                 ]
@@ -326,6 +333,7 @@ final class IsolationSuite {
         table.addNote("tenant \(Self.open) (no rateLimits), one QP pair per row, 64 in flight, 1 in 16 signaled; each WRITE to a random one of \(Format.grouped(slots)) pages (\((slots * 4096) >> 20) MiB), same order in every row")
         table.addNote("the pages are split into N equal regions and nothing else is registered at the target; a WRITE carries its page's region's rkey")
         table.addNote("a warm-up round, then \(plans.keyRounds) rounds, rows in turn within each (\(plan.windowSeconds) s counted after \(plan.settleSeconds) s); ops/s: the median round; spread: (max - min) / median of the rounds")
+        table.addNote("vs 1 MR: ops/s / the 1-region row's (above 1 is faster); cost vs 10: ns/op / the 10-region row's (above 1 is slower), same router")
         table.addNote("setup ms: opening both sessions, connecting, and registering the N regions (one router round trip each)")
         if routerOff != nil {
             table.addNote("policy+shaping off: a second router with \(Self.noEnforcementFlag), which skips the policy check and shaping but still translates keys and checks bounds and access")
@@ -458,10 +466,10 @@ final class IsolationSuite {
         return s
     }
 
-    private func victimBesideNoise(_ noisyTenants: [String], victim: String = IsolationSuite.victim) throws -> VictimRun {
+    private func victimBesideNoise(_ noisyTenants: [String], victim: String = IsolationSuite.victim, nice: Int32 = 0) throws -> VictimRun {
         var flows: [WorkerFlow] = []
         do {
-            for t in noisyTenants { flows.append(try worker(t, noisyShape)) }
+            for t in noisyTenants { flows.append(try worker(t, noisyShape, nice: nice)) }
             for f in flows { try f.waitReady(timeoutSeconds: 60) }
             Flows.go(flows)
             try Flows.sleep(plans.noisySettleSeconds, watching: flows)
@@ -477,6 +485,19 @@ final class IsolationSuite {
     func isolation() -> Table {
         var table = Table(title: "Isolation: victim beside two noisy tenants",
                           columns: ["p50 µs", "p99 µs", "p99 x solo", "GB/s", "GB/s x solo", "noisy Kops/s", "router CPU %"])
+        // The router's poller on CPU 0, every tenant thread and process on
+        // the others, as an operator would give the router a core: on 2
+        // CPUs, where the kernel puts three busy threads otherwise decides
+        // whether a round trip costs 3 µs or a sleep and wake-up (40 µs),
+        // run by run.
+        var pinned = false
+        if Machine.onlineCPUs >= 2 {
+            pinned = Affinity.pin(router.pid, to: [0]) && Affinity.pin(0, to: Array(Affinity.allCPUs.dropFirst()))
+        }
+        defer {
+            Affinity.pin(router.pid, to: Affinity.allCPUs)
+            Affinity.pin(0, to: Affinity.allCPUs)
+        }
         let alone = measure("victim alone", on: router) { try victimRun() }
         var solo: (LatencySummary, FlowRate)?
         func cpu(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "-" }
@@ -503,37 +524,25 @@ final class IsolationSuite {
         case .failure(let e):
             table.addFailure("victim at \(share), alone", Self.firstLine(e))
         }
-        let variants = [(Self.noisy, "no limits", "sluice-victim-noisy-unlimited")]
-            + plans.noisyLimits.map { (Self.noisyLimited($0), "\(BenchTenant.operations($0)) each", "sluice-victim-noisy-\($0)ops") }
-        for (tenants, what, system) in variants {
-            let label = "victim + 2 noisy, \(what)"
-            switch measure("victim beside 2 noisy tenants, \(what)", on: router, { try victimBesideNoise(tenants) }) {
-            case .success(let v):
-                let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
-                let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
-                let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
-                table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
-                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
-                figures += victimFigures(system, v.latency, v.stream, solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
-            case .failure(let e):
-                table.addFailure(label, Self.firstLine(e))
-            }
-        }
-        for (tenants, what, system) in variants {
-            let label = "victim at \(share) + 2 noisy, \(what)"
-            let solo = shareSolo
-            switch measure("victim at \(share) beside 2 noisy tenants, \(what)", on: router,
-                           { try victimBesideNoise(tenants, victim: Self.victimShare) }) {
-            case .success(let v):
-                let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
-                let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
-                let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
-                table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
-                                  Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
-                figures += victimFigures(system.replacingOccurrences(of: "sluice-victim-", with: "sluice-victim-share-"), v.latency, v.stream,
-                                         solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
-            case .failure(let e):
-                table.addFailure(label, Self.firstLine(e))
+        let variants = [(Self.noisy, "no limits", "noisy-unlimited", Int32(0))]
+            + plans.noisyLimits.map { (Self.noisyLimited($0), "\(BenchTenant.operations($0)) each", "noisy-\($0)ops", Int32(0)) }
+            + [(Self.noisy, "no limits, nice 19", "noisy-unlimited-nice19", Int32(19))]
+        let victims = [(Self.victim, "victim", "sluice-victim-", solo), (Self.victimShare, "victim at \(share)", "sluice-victim-share-", shareSolo)]
+        for (victim, name, systemPrefix, solo) in victims {
+            for (tenants, what, system, nice) in variants {
+                let label = "\(name) + 2 noisy, \(what)"
+                switch measure("\(name) beside 2 noisy tenants, \(what)", on: router,
+                               { try victimBesideNoise(tenants, victim: victim, nice: nice) }) {
+                case .success(let v):
+                    let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
+                    let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
+                    let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
+                    table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
+                                      Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
+                    figures += victimFigures(systemPrefix + system, v.latency, v.stream, solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
+                case .failure(let e):
+                    table.addFailure(label, Self.firstLine(e))
+                }
             }
         }
         table.addNote("victim at \(share): tenant \(Self.victimShare), rateLimits.tenant.bandwidth \(share) (weight 1, like the noisy tenants): the victim within its policy share; x solo compares with its own row alone")
@@ -541,7 +550,9 @@ final class IsolationSuite {
         table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled; Kops/s: each one's rate while the victim ran")
         table.addNote("N/s each: both noisy tenants' policies set rateLimits.tenant.operations to N (burst: the default, 0.1 s)")
         table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone; router CPU %: of one core, while the victim ran")
-        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs whenever their queues are at least half full (the router stays saturated; CPU isolation between tenant processes is the kernel's, e.g. cgroups)")
+        table.addNote(pinned ? "pinned: the router's poller on CPU 0, this process's threads and the noisy processes on CPU 1\(Machine.onlineCPUs > 2 ? "-\(Machine.onlineCPUs - 1)" : "") (an operator gives the router a core); the victim's threads yield when idle" : "not pinned (sched_setaffinity refused, or 1 CPU): placement is the kernel's")
+        table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs whenever their queues are at least half full (the router stays saturated)")
+        table.addNote("nice 19: the noisy processes at the kernel's lowest CPU weight, as their containers' cgroups would hold them; then the victim's own threads are not kept off the CPU by the noisy ones, and what is left is the router's isolation. Sluice does not isolate tenants' CPU time: the kernel does")
         return table
     }
 
@@ -685,6 +696,45 @@ final class IsolationSuite {
         } else {
             table.addNote("policy+shaping off: tenant \(Self.open) on a second router started with \(Self.noEnforcementFlag) (no policy check, no shaping; keys, bounds and access still checked), in the same rounds")
         }
+        return table
+    }
+
+    // MARK: enforcement overhead on bandwidth (issue 8)
+
+    /// 64 KiB WRITE bandwidth of tenant open with enforcement on and off
+    /// (the second router), in interleaved rounds as for the message rate.
+    func enforcementBandwidth() -> Table {
+        let plan = plans.overhead
+        var table = Table(title: "Enforcement overhead: 64 KiB RDMA WRITE, one QP pair", columns: ["GB/s", "msgs/s", "vs on", "spread %"])
+        guard let off = routerOff else {
+            table.addFailure("enforcement off", "this sluice-router has no \(Self.noEnforcementFlag) flag")
+            return table
+        }
+        let shape = FlowShape(ops: [.write], messageBytes: 64 << 10, window: 16, signalEvery: 4)
+        let rows: [(RouterProcess, String, String)] = [
+            (router, "enforcement on (tenant \(Self.open))", "sluice-64k-write-enforced"),
+            (off, "policy+shaping off (\(Self.noEnforcementFlag))", "sluice-64k-write-no-enforcement"),
+        ]
+        switch interleaved(rows.map { ($0.0, Self.open, shape) }, plan, rounds: plans.overheadRounds, label: "64 KiB WRITE, enforcement on and off") {
+        case .success(let results):
+            let medians = results.map { Stats.median($0.rates.map(\.gigabytesPerSecond)) ?? 0 }
+            for (i, (row, result)) in zip(rows, results).enumerated() {
+                let g = result.rates.map(\.gigabytesPerSecond)
+                let m = medians[i]
+                let vs = Stats.ratio(m, medians[0])
+                let spread = g.count > 1 ? Stats.ratio((g.max()! - g.min()!) * 100, m) : nil
+                let msgs = Stats.median(result.rates.map(\.operationsPerSecond)) ?? 0
+                table.add(row.1, [Format.gbps(m), Format.count(msgs), Format.ratio(vs), spread.map { String(format: "%.1f", $0) } ?? "-"])
+                figures += [
+                    Figure(metric: "overhead_bandwidth", system: row.2, size: 64 << 10, value: m, unit: "GB/s"),
+                    Figure(metric: "overhead_bandwidth_vs_on", system: row.2, size: 64 << 10, value: vs ?? .nan, unit: "ratio"),
+                ]
+            }
+        case .failure(let e):
+            for row in rows { table.addFailure(row.1, Self.firstLine(e)) }
+        }
+        table.addNote("16 in flight, 1 in 4 signaled; \(plans.overheadRounds) interleaved rounds after a warm-up round (\(plan.windowSeconds) s after \(plan.settleSeconds) s); GB/s: the median round")
+        table.addNote("off: the same tenant on the second router, started with \(Self.noEnforcementFlag) (no policy check, no shaping; keys, bounds and access still checked)")
         return table
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SluiceBenchStats
 
 /// One figure, as the CSV carries it.
 struct Figure {
@@ -53,6 +54,8 @@ struct Table {
 enum Format {
     static func micros(_ v: Double) -> String { String(format: v < 100 ? "%.2f" : "%.1f", v) }
     static func gbps(_ v: Double) -> String { String(format: "%.2f", v) }
+    /// Three significant digits: for figures spanning decades (0.00412, 6.55, 43.8).
+    static func sig3(_ v: Double) -> String { String(format: "%.3g", v) }
     static func count(_ v: Double) -> String { String(format: "%.0f", v) }
     static func nanos(_ v: Double) -> String { String(format: v < 10 ? "%.2f" : v < 100 ? "%.1f" : "%.0f", v) }
     /// A ratio to two decimals, "-" when it could not be formed.
@@ -74,13 +77,9 @@ enum Format {
 enum CSV {
     /// Writes `metric,system,size,value,unit` rows, RFC 4180 quoting.
     static func write(_ figures: [Figure], to path: String) throws {
-        func field(_ s: String) -> String {
-            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
-                ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-        }
-        var text = "metric,system,size,value,unit\n"
+        var text = CSVText.row(["metric", "system", "size", "value", "unit"])
         for f in figures {
-            text += [f.metric, f.system, String(f.size), String(format: "%.6g", f.value), f.unit].map(field).joined(separator: ",") + "\n"
+            text += CSVText.row([f.metric, f.system, String(f.size), String(format: "%.6g", f.value), f.unit])
         }
         do {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
@@ -127,3 +126,24 @@ enum Machine {
         return "build mode unknown"
     }
 }
+
+/// CPU affinity of a thread (pid 0: the calling thread; threads and
+/// processes it starts afterwards inherit it).
+enum Affinity {
+    /// Restricts `pid` to `cpus`; false (errno set) when the kernel refuses.
+    @discardableResult
+    static func pin(_ pid: pid_t, to cpus: [Int]) -> Bool {
+        // A cpu_set_t of 1024 CPUs (glibc's size), built by hand: Swift's
+        // Glibc module shows neither the type nor its macros.
+        var words = [UInt64](repeating: 0, count: 16)
+        for c in cpus where c >= 0 && c < 1024 { words[c / 64] |= UInt64(1) << UInt64(c % 64) }
+        return words.withUnsafeBytes { sluiceSchedSetaffinity(pid, $0.count, $0.baseAddress!) } == 0
+    }
+
+    static var allCPUs: [Int] { Array(0..<max(1, Machine.onlineCPUs)) }
+}
+
+/// glibc's sched_setaffinity(2) wrapper, declared here because Swift's Glibc
+/// module hides it (it is a _GNU_SOURCE function).
+@_silgen_name("sched_setaffinity")
+private func sluiceSchedSetaffinity(_ pid: pid_t, _ size: Int, _ mask: UnsafeRawPointer) -> Int32

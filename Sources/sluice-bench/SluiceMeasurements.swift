@@ -30,20 +30,38 @@ struct BandwidthPlan {
 }
 
 enum SluiceMeasurements {
-    /// Receive slots are 64 bytes apart from the start of the buffer; the
-    /// send slot sits on the page after them.
-    private static let recvSlots = 16
-    private static let slotBytes = 64
-    private static let sendOffset = 4096
+    /// Where a ping-pong's messages live in each side's buffer: receive
+    /// slots from the start (at least 64 bytes apart), then, on a page of
+    /// its own, the send slot.
+    private struct PingLayout {
+        let bytes: Int
+        let slots: Int
+        let slotBytes: Int
+        let sendOffset: Int
+        let bufferBytes: Int
+
+        init(bytes: Int) {
+            self.bytes = bytes
+            // One message is in flight each way; a few spare receives suffice
+            // for large messages, and keep the buffer small.
+            slots = bytes <= 4096 ? 16 : 4
+            slotBytes = max(64, (bytes + 63) & ~63)
+            sendOffset = (slots * slotBytes + 4095) & ~4095
+            bufferBytes = sendOffset + ((bytes + 4095) & ~4095)
+        }
+    }
     private static let sendTag = UInt64.max
 
-    /// Round trip of an 8-byte SEND between two RC QPs in two sessions of
-    /// the same tenant. Ping sends and waits for the reply; pong waits for a
-    /// message and sends it back. Both busy-poll their CQ. Every payload is
-    /// checked, so a data path that completes without delivering fails.
-    /// Returns the summary and whether the SENDs went inline.
-    static func sendPingPong(socket: String, plan: LatencyPlan, yieldWhenIdle: Bool) throws -> (LatencySummary, inline: Bool) {
-        let shape = VerbsEndpoint.Shape(bufferBytes: 2 * 4096, recvDepth: UInt32(recvSlots))
+    /// Round trip of a `bytes`-byte SEND (8 by default) between two RC QPs
+    /// in two sessions of the same tenant. Ping sends and waits for the
+    /// reply; pong waits for a message and sends it back. Both busy-poll
+    /// their CQ. Every payload's first 8 bytes carry its sequence number
+    /// and are checked, so a data path that completes without delivering
+    /// fails. Returns the summary and whether the SENDs went inline.
+    static func sendPingPong(socket: String, plan: LatencyPlan, yieldWhenIdle: Bool, bytes: Int = 8) throws -> (LatencySummary, inline: Bool) {
+        precondition(bytes >= 8, "the sequence number needs 8 bytes")
+        let layout = PingLayout(bytes: bytes)
+        let shape = VerbsEndpoint.Shape(bufferBytes: layout.bufferBytes, recvDepth: UInt32(layout.slots))
         var opened: [VerbsEndpoint] = []
         // On failure, end the sessions now rather than at exit, so the
         // router does not keep polling their queues during later runs.
@@ -54,32 +72,32 @@ enum SluiceMeasurements {
         opened.append(pong)
         try ping.connect(to: pong.endpoint(), access: IBV_ACCESS_LOCAL_WRITE.rawValue)
         try pong.connect(to: ping.endpoint(), access: IBV_ACCESS_LOCAL_WRITE.rawValue)
-        let inline = ping.maxInline >= 8 && pong.maxInline >= 8
+        let inline = ping.maxInline >= UInt32(bytes) && pong.maxInline >= UInt32(bytes)
         let pingWR = WorkRequests(ping)
         let pongWR = WorkRequests(pong)
         // Receives are posted before any SEND can arrive, so no SEND ever
         // meets an empty receive queue (that would be an RNR wait, not latency).
-        for slot in 0..<recvSlots {
-            try pingWR.postRecv(wrID: UInt64(slot), offset: slot * slotBytes, length: UInt32(slotBytes))
-            try pongWR.postRecv(wrID: UInt64(slot), offset: slot * slotBytes, length: UInt32(slotBytes))
+        for slot in 0..<layout.slots {
+            try pingWR.postRecv(wrID: UInt64(slot), offset: slot * layout.slotBytes, length: UInt32(layout.slotBytes))
+            try pongWR.postRecv(wrID: UInt64(slot), offset: slot * layout.slotBytes, length: UInt32(layout.slotBytes))
         }
 
         let samples = try runPair(passive: { control in
-            try echo(pong, pongWR, inline: inline, yieldWhenIdle: yieldWhenIdle, control: control)
+            try echo(pong, pongWR, layout, inline: inline, yieldWhenIdle: yieldWhenIdle, control: control)
         }, active: { control in
-            try pingLoop(ping, pingWR, inline: inline, plan: plan, yieldWhenIdle: yieldWhenIdle, control: control)
+            try pingLoop(ping, pingWR, layout, inline: inline, plan: plan, yieldWhenIdle: yieldWhenIdle, control: control)
         })
         try ping.release()
         try pong.release()
         return (LatencySummary(nanos: samples), inline)
     }
 
-    private static func pingLoop(_ ep: VerbsEndpoint, _ wr: WorkRequests, inline: Bool, plan: LatencyPlan,
+    private static func pingLoop(_ ep: VerbsEndpoint, _ wr: WorkRequests, _ layout: PingLayout, inline: Bool, plan: LatencyPlan,
                                  yieldWhenIdle: Bool, control: RunControl) throws -> [UInt64] {
         var samples = [UInt64]()
         samples.reserveCapacity(plan.iterations)
         var watch = StallWatch(control: control)
-        let sendSlot = ep.buffer + sendOffset
+        let sendSlot = ep.buffer + layout.sendOffset
         let limit = UInt64(plan.maxSeconds * 1e9)
         let warmupLimit = UInt64(plan.maxWarmupSeconds * 1e9)
         let warmupStart = monotonicNanos()
@@ -91,7 +109,7 @@ enum SluiceMeasurements {
             if !warming && timedStart == 0 { timedStart = monotonicNanos() }
             sendSlot.storeBytes(of: UInt64(i), as: UInt64.self)
             let t0 = monotonicNanos()
-            try wr.postSend(wrID: sendTag, opcode: IBV_WR_SEND, offset: sendOffset, length: 8, inline: inline)
+            try wr.postSend(wrID: sendTag, opcode: IBV_WR_SEND, offset: layout.sendOffset, length: UInt32(layout.bytes), inline: inline)
             var replySlot = -1
             while replySlot < 0 {
                 let n = try wr.poll()
@@ -106,11 +124,11 @@ enum SluiceMeasurements {
             }
             let t1 = monotonicNanos()
             watch.progressed()
-            let got = ep.buffer.load(fromByteOffset: replySlot * slotBytes, as: UInt64.self)
+            let got = ep.buffer.load(fromByteOffset: replySlot * layout.slotBytes, as: UInt64.self)
             guard got == UInt64(i) else {
                 throw BenchFailure("ping \(i): the reply carried \(got); the data path delivered the wrong bytes")
             }
-            try wr.postRecv(wrID: UInt64(replySlot), offset: replySlot * slotBytes, length: UInt32(slotBytes))
+            try wr.postRecv(wrID: UInt64(replySlot), offset: replySlot * layout.slotBytes, length: UInt32(layout.slotBytes))
             i += 1
             if !warming {
                 samples.append(t1 &- t0)
@@ -120,11 +138,13 @@ enum SluiceMeasurements {
         return samples
     }
 
-    /// The pong side: every message received is sent straight back.
-    private static func echo(_ ep: VerbsEndpoint, _ wr: WorkRequests, inline: Bool, yieldWhenIdle: Bool,
+    /// The pong side: every message received is sent straight back (its
+    /// first 8 bytes copied into the send slot; the rest is what the slot
+    /// holds, the same size).
+    private static func echo(_ ep: VerbsEndpoint, _ wr: WorkRequests, _ layout: PingLayout, inline: Bool, yieldWhenIdle: Bool,
                              control: RunControl) throws {
         var watch = StallWatch(control: control)
-        let sendSlot = ep.buffer + sendOffset
+        let sendSlot = ep.buffer + layout.sendOffset
         while !control.isFinished {
             let n = try wr.poll()
             if n == 0 {
@@ -135,10 +155,10 @@ enum SluiceMeasurements {
             watch.progressed()
             for k in 0..<n where wr.completions[k].opcode == IBV_WC_RECV {
                 let slot = Int(wr.completions[k].wr_id)
-                let value = ep.buffer.load(fromByteOffset: slot * slotBytes, as: UInt64.self)
+                let value = ep.buffer.load(fromByteOffset: slot * layout.slotBytes, as: UInt64.self)
                 sendSlot.storeBytes(of: value, as: UInt64.self)
-                try wr.postRecv(wrID: UInt64(slot), offset: slot * slotBytes, length: UInt32(slotBytes))
-                try wr.postSend(wrID: sendTag, opcode: IBV_WR_SEND, offset: sendOffset, length: 8, inline: inline)
+                try wr.postRecv(wrID: UInt64(slot), offset: slot * layout.slotBytes, length: UInt32(layout.slotBytes))
+                try wr.postSend(wrID: sendTag, opcode: IBV_WR_SEND, offset: layout.sendOffset, length: UInt32(layout.bytes), inline: inline)
             }
         }
     }

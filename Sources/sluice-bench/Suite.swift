@@ -20,15 +20,15 @@ struct Plans {
     var flood: FloodPlan
 
     static let quick = Plans(
-        latency: LatencyPlan(warmup: 1_000, iterations: 10_000, maxSeconds: 3, maxWarmupSeconds: 1),
+        latency: LatencyPlan(warmup: 1_000, iterations: 10_000, maxSeconds: 1, maxWarmupSeconds: 0.3),
         bandwidth: BandwidthPlan(messageBytes: 64 << 10, window: 16, warmup: 64, operations: 4_096,
                                  maxSeconds: 5, maxWarmupSeconds: 1),
         decisions: DecisionPlan(secondsPerLoop: 0.1),
         messageRate: BandwidthPlan(messageBytes: 8, window: 64, warmup: 4_096, operations: 200_000,
-                                   maxSeconds: 3, maxWarmupSeconds: 1, signalEvery: 16),
-        audit: AuditPlan(records: 200_000),
+                                   maxSeconds: 0.5, maxWarmupSeconds: 0.2, signalEvery: 16),
+        audit: AuditPlan(records: 100_000),
         burst: BandwidthPlan(messageBytes: 64 << 10, window: 16, warmup: 64, operations: .max,
-                             maxSeconds: 1, maxWarmupSeconds: 0.5),
+                             maxSeconds: 0.5, maxWarmupSeconds: 0.2),
         flood: FloodPlan(maxRequests: 1_000_000, maxSeconds: 15, inFlight: 8))
     static let full = Plans(
         latency: LatencyPlan(warmup: 10_000, iterations: 100_000, maxSeconds: 20, maxWarmupSeconds: 3),
@@ -64,7 +64,7 @@ final class Suite {
     }
 
     private func progress(_ what: String) {
-        FileHandle.standardError.write("· \(what)\n".data(using: .utf8)!)
+        benchProgress(what)
     }
 
     /// Runs one measurement; a failure becomes a row that says why.
@@ -91,6 +91,7 @@ final class Suite {
         var table = Table(title: "8-byte ping-pong round trip (µs)", columns: ["p50", "p99", "mean", "samples"])
         let threads = measure("thread hand-off", throughSluice: false) { try Baselines.threadHandOff(plan: plan) }
         let tcp = measure("TCP loopback ping-pong", throughSluice: false) { try Baselines.tcpPingPong(plan: plan) }
+        let ring = measure("shared-memory ring ping-pong between two processes", throughSluice: false) { try RingBaseline.pingPong(plan: plan) }
         let sluice = measure("sluice SEND ping-pong", throughSluice: true) {
             try SluiceMeasurements.sendPingPong(socket: router.tenantSocket, plan: plan, yieldWhenIdle: false)
         }
@@ -106,6 +107,7 @@ final class Suite {
         add(&table, "sluice-send-rc", sluiceLabel, sluice.map(\.0))
         add(&table, "sluice-send-rc-yield", "sluice SEND, pollers yield when idle", sluiceYield.map(\.0))
         add(&table, "tcp-loopback", "TCP loopback (TCP_NODELAY)", tcp)
+        add(&table, "shm-ring-2proc", "ring between two processes (fork, shared memory)", ring)
         add(&table, "thread-handoff", "thread hand-off (shared atomic)", threads)
         return table
     }

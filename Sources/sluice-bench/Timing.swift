@@ -135,3 +135,43 @@ func runPair<T>(passive: @escaping (RunControl) throws -> Void,
     try other.join()
     return result
 }
+
+/// Sleeps `nanos`, resuming after a signal.
+func sleepNanos(_ nanos: UInt64) {
+    var request = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+}
+
+/// When this process started measuring, for the progress lines.
+let benchStartNanos = monotonicNanos()
+
+/// When the last progress line was written, for the watchdog.
+private let lastProgressNanos = Atomic<UInt64>(0)
+
+/// A progress line on stderr, with the seconds since the start, so that a
+/// slow or stuck measurement shows where the time goes.
+func benchProgress(_ what: String) {
+    lastProgressNanos.store(monotonicNanos(), ordering: .relaxed)
+    let line = String(format: "· %6.1f s  ", Double(monotonicNanos() &- benchStartNanos) / 1e9) + what + "\n"
+    fputs(line, stderr)
+}
+
+/// The harness must never hang: every wait has its own timeout, and this
+/// catches whatever has none (a verb blocked on a router that is alive but
+/// stuck). If no measurement starts for `seconds`, it says so and sends
+/// this process SIGTERM, whose handler stops the routers first.
+func startWatchdog(seconds: UInt64) {
+    lastProgressNanos.store(monotonicNanos(), ordering: .relaxed)
+    _ = try? BenchThread {
+        while true {
+            sleep(1)
+            let idle = monotonicNanos() &- lastProgressNanos.load(ordering: .relaxed)
+            if idle > seconds * 1_000_000_000 {
+                fputs("sluice-bench: no measurement finished or started for \(seconds) s: stopping the routers and exiting (SIGTERM)\n", stderr)
+                kill(getpid(), SIGTERM)
+                return
+            }
+        }
+    }
+}

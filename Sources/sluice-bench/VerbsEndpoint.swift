@@ -154,6 +154,12 @@ final class VerbsEndpoint {
     /// RESET → INIT → RTR → RTS, with the attributes an RC connection on
     /// InfiniBand needs (LID addressing, port 1, P_Key index 0).
     func connect(to remote: RemoteEndpoint, access: UInt32) throws {
+        try Self.toInit(qp, access: access)
+        try Self.toRTS(qp, psn: psn, to: remote)
+    }
+
+    /// RESET → INIT, for any RC QP.
+    static func toInit(_ qp: UnsafeMutablePointer<ibv_qp>, access: UInt32) throws {
         var attr = ibv_qp_attr()
         attr.qp_state = IBV_QPS_INIT
         attr.pkey_index = 0
@@ -161,8 +167,12 @@ final class VerbsEndpoint {
         attr.qp_access_flags = access
         try VerbsError.check("ibv_modify_qp(RESET→INIT)", ibv_modify_qp(qp, &attr, Self.mask(
             IBV_QP_STATE, IBV_QP_PKEY_INDEX, IBV_QP_PORT, IBV_QP_ACCESS_FLAGS)))
+    }
 
-        attr = ibv_qp_attr()
+    /// INIT → RTR → RTS towards `remote`, sending from `psn`: what an RC
+    /// connection's second half costs, for any QP.
+    static func toRTS(_ qp: UnsafeMutablePointer<ibv_qp>, psn: UInt32, to remote: RemoteEndpoint) throws {
+        var attr = ibv_qp_attr()
         attr.qp_state = IBV_QPS_RTR
         attr.path_mtu = IBV_MTU_4096
         attr.dest_qp_num = remote.qpn

@@ -7,7 +7,7 @@ import Foundation
 struct SluiceBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
-        abstract: "Measures Sluice's latency, bandwidth, policy decisions, audit writing, key translation, shaping, isolation and fairness beside baselines, in one run.",
+        abstract: "Measures Sluice's latency, bandwidth, message rate, control verbs, router CPU, scale, policy decisions, audit writing, key translation, shaping, isolation and fairness beside baselines, in one run, and checks issue 8's targets.",
         discussion: """
             Starts a real sluice-router (the one built next to this binary, or \
             --router) with a private runtime directory and the policies in \
@@ -24,6 +24,10 @@ struct SluiceBench: ParsableCommand {
             empty calls sched_yield(), giving its core to the router when cores are scarce.
             - TCP loopback: the same exchange over 127.0.0.1 with TCP_NODELAY and \
             blocking sockets: what the kernel stack gives without RDMA.
+            - ring between two processes: this process and a fork of it bounce an \
+            8-byte value through two single-producer rings in MAP_SHARED memory, \
+            laid out as Sluice's (free-running indices on their own cache lines): \
+            the ring limit, between processes as Sluice's tenants and router are.
             - thread hand-off: two threads bouncing a counter through one shared \
             cache line: the floor for any shared-memory message path. A Sluice round \
             trip makes four such hand-offs (ping, router, pong, router, ping).
@@ -51,7 +55,7 @@ struct SluiceBench: ParsableCommand {
             one in 16 signaled; ns is 1/rate. The router checks every one \
             against the connection's policy mask.
 
-            Audit writing: 200000 records like the router's denials (the table \
+            Audit writing: 200000 records (quick: 100000) like the router's denials (the table \
             gives their size), offered to an AuditWriter from one thread, into a \
             new directory under /tmp (its file system is shown). records/s: \
             records written, until the last fsync; ns/record: the caller's cost \
@@ -66,7 +70,7 @@ struct SluiceBench: ParsableCommand {
             queue, no JSON, no hashing.
 
             Burst of denials: alpha's 64 KiB RDMA WRITE bandwidth (as above, for \
-            a fixed time: 1 s quick, 5 s full) alone, then while tenant beta, \
+            a fixed time: 0.5 s quick, 5 s full) alone, then while tenant beta, \
             speaking the wire protocol by hand, asks for protection domains over \
             its quota, 8 requests in flight, as fast as the router answers. The \
             router refuses each by policy and audits it. refused: answers beta \
@@ -89,18 +93,70 @@ struct SluiceBench: ParsableCommand {
             --help-hidden says so), a third router runs with it for the \
             "policy+shaping off" rows.
 
+            Router CPU (issue 8): the router's CPU time as % of one core, from \
+            utime+stime in /proc/<pid>/stat (10 ms ticks) and, precisely, from the \
+            run time in /proc/<pid>/task/*/schedstat: idle (nothing posted for 1 s, \
+            full 2 s) with no session of this table and with one connected QP pair \
+            open; under load, while one QP pair floods 8-byte WRITEs (64 in flight, \
+            1 in 16 signaled) and 64 KiB WRITEs (16 in flight); router ns/op is its \
+            CPU time per completed request.
+
+            Wake-up (issue 8): one signaled 8-byte WRITE between two sessions, \
+            timed from ibv_post_send until ibv_poll_cq returns it: 20 ms after the \
+            previous one (the router has stopped spinning and sleeps in \
+            epoll_wait, so the library rings its doorbell; 25 samples, full 200), \
+            and straight after it (router awake). Baseline: a thread blocked in \
+            poll() on a datagram socket, woken by one byte after the same gap.
+
+            Control verbs (issue 8), p50/p99/mean µs, through the verbs library \
+            against the router: reg_mr of a fresh, written 4 KiB buffer and of a \
+            large one (1 GiB; quick: 64 MiB, as its label says), dereg_mr of 4 KiB, \
+            create_qp (RC, 64 deep, on an existing PD and CQ), destroy_qp, and \
+            connect: one fresh QP taken INIT->RTR->RTS towards a QP of another \
+            session. 100 samples (full 1000), 3 (full 5) of the large reg_mr. \
+            Baselines: a 64-byte request and reply on an AF_UNIX SEQPACKET socket \
+            pair between two threads (a control verb's transport), and memcpy of \
+            the registered bytes into fresh pages (the copy reg_mr makes).
+
+            Message rate (issue 8): 8-byte RDMA WRITEs on one QP pair, 64 in \
+            flight, one in 16 signaled and all signaled, and one in 16 on the \
+            enforcement-off router, in interleaved rounds as for key translation \
+            (3 rounds of 0.15 s, full 5 of 1 s); beside the ring between two \
+            processes (above), one publish per message, the consumer checking \
+            every value. vs ring: ops/s / the ring's.
+
+            Size sweep (issue 8): 8 B, 64 KiB and 4 MiB in quick mode; 8 B to 4 \
+            MiB by powers of 4 (and 64 KiB, 4 MiB) in full. Bandwidth, GB/s: \
+            RDMA WRITE, RDMA READ and SEND on 1 and 8 RC QP pairs (one thread \
+            drives them; each end its own session), 16 MiB in flight per QP (4 to \
+            64 requests, a quarter signaled), counted over 0.1 s after 0.03 s \
+            (full 0.5 s after 0.1 s); memcpy: one core copying the same sizes \
+            over one QP's footprint. Ping-pong: SEND round trip per size between \
+            two sessions (pollers yield when idle), p50/p99, beside TCP loopback \
+            with the same message size.
+
+            Scale (issue 8): the key-translation flood (below) against targets \
+            covered by 10 and 10,000 regions, while 0, 100 and 1,000 other RC QPs \
+            of the same tenant are open, connected in pairs and idle (a session \
+            of their own), then again once they are gone; vs: per-request cost / \
+            that of 10 regions with no idle QPs. Router memory per object: VmRSS \
+            (/proc/<pid>/status) and Pss (smaps_rollup) of the router before and \
+            after creating them, over their number: per MR from the difference \
+            between the 10,000- and the 10-region set-ups, per QP as the idle QPs \
+            are created.
+
             Key translation (issue 5): 8-byte RDMA WRITEs from one QP pair of \
             tenant open (no rateLimits), 64 in flight, 1 in 16 signaled, each to \
             a random one of 10,000 pages (4 KiB apart) of the target, in a fixed \
-            order, the same in every row. The pages are covered by 1, 10 or \
-            10,000 regions (full mode also 1,000) of equal size and nothing \
-            else is registered at the \
-            target; each WRITE carries the rkey of its page's region, so with \
+            order, the same in every row. The pages are covered by 1, 10, \
+            1,000 or 10,000 regions of equal size and nothing else is \
+            registered at the target; each WRITE carries the rkey of its page's region, so with \
             many regions the router resolves a different key, in random order, \
             for nearly every request. Rows run in interleaved rounds (each in \
             turn, paused and drained between), ops/s is the median round, \
             spread is (max - min) / median, vs 1 MR the ratio to the 1-region \
-            row of the same router, setup ms the time to open, connect and \
+            row of the same router (ops/s), cost vs 10 the ratio of ns/op to the \
+            10-region row's, setup ms the time to open, connect and \
             register. No row without translation: no router flag skips it.
 
             Shaping accuracy (issue 6): one tenant per configured rate (bw-1g, \
@@ -109,8 +165,8 @@ struct SluiceBench: ParsableCommand {
             rate, floods alone with one QP: 64 KiB WRITE, SEND or READ, 16 in \
             flight, for bandwidth; 8 B, 64 in flight, 1 in 16 signaled, for \
             operations. measured: bytes (READ: bytes read back) or requests \
-            completed in the window (2 s, quick 0.5 s) after the settling time \
-            (0.5 s, quick 0.15 s); error % = (measured - configured) / \
+            completed in the window (2 s, quick 0.25 s) after the settling time \
+            (0.5 s, quick 0.1 s); error % = (measured - configured) / \
             configured. unshaped: the same flood by tenant open in this run, \
             what the router reaches at all. Quick runs every rate for WRITE and \
             only the lowest for SEND and READ.
@@ -128,9 +184,16 @@ struct SluiceBench: ParsableCommand {
             idle; p50 / p99 of the round trip) and then a 64 KiB WRITE stream \
             (16 in flight, GB/s), alone, then while two noisy tenants, each its \
             own process, flood 8-byte WRITEs and READs on 8 QPs each (half of \
-            each), 1024 in flight per QP, 1 in 64 signaled: without limits, \
-            and with rateLimits.tenant.operations of 1M/s and 100K/s each. x \
-            solo: p99 under noise / p99 alone, GB/s under noise / alone. noisy \
+            each), 1024 in flight per QP, 1 in 64 signaled, sleeping 1 ms \
+            whenever their queues are at least half full: without limits, \
+            with rateLimits.tenant.operations of 1M/s and 100K/s each, and \
+            without limits at nice 19 (the kernel's lowest CPU weight, as a \
+            container's cgroup would bound them, so that their processes do \
+            not keep the victim's threads off the CPU). The same again for \
+            tenant victim-share, held by its policy to 48 Gbit/s, under a \
+            third of what the router moves: the victim within its policy \
+            share. x solo: p99 under noise / p99 alone, GB/s under noise / \
+            alone, each against its own victim's row alone. noisy \
             Kops/s: each noisy tenant's rate while the victim ran. router CPU \
             %: the router's CPU time (/proc) over the same time, % of one core.
 
@@ -146,7 +209,28 @@ struct SluiceBench: ParsableCommand {
             rateLimits) and tenant high (1 Tbit/s and 1G operations/s, never \
             reached), and, with the flag, open on the policy+shaping-off router; \
             interleaved rounds as for key translation; vs no limits: the ratio \
-            to open's median.
+            to open's median. Enforcement overhead (issue 8): tenant open's 64 KiB \
+            WRITE bandwidth (16 in flight, 1 in 4 signaled) on the router and on the \
+            enforcement-off router, in the same interleaved rounds; vs on: the \
+            ratio to the enforced median.
+
+            Targets (issue 8), last: each of the issue's six targets as a figure \
+            of this run against its bound, met / missed xN (N times away) / no \
+            figure (not selected, failed, or nothing completed): 64 KiB WRITE bandwidth / memcpy >= 0.80 (bandwidth table); 8-byte \
+            ping-pong p50 / TCP p50 <= 0.10 (busy-polling and yielding rows, \
+            each); 8-byte WRITE \
+            rate on one QP pair >= 2 M ops/s (message-rate table, 1 in 16 \
+            signaled); enforcement on / off >= 0.95 for 64 KiB bandwidth and for \
+            the 8-byte rate; per-request cost at 10,000 MRs and 1,000 idle QPs / \
+            at 10 MRs and none <= 1.10 (scale table); idle router CPU < 1% of a \
+            core (schedstat, with a QP pair open) and wake-up p99 <= 50 µs.
+
+            Every figure goes to a CSV (metric,system,size,value,unit; --csv, \
+            default /tmp/sluice-bench-<UTC time>.csv) and the size sweep to an \
+            SVG plot of bandwidth and round trip against message size (--svg, \
+            default: the CSV's path with .svg); both paths are printed at the end, \
+            with the run's wall time. Progress lines on stderr carry the seconds \
+            since the start.
 
             Flooders with full queues do not spin: key-translation, shaping and \
             overhead flows call sched_yield(), noisy and fair-share flows sleep \
@@ -154,7 +238,9 @@ struct SluiceBench: ParsableCommand {
             that the router, not the CPU scheduler, decides who is served.
 
             Percentiles are nearest-rank: the sample of rank ⌈p·n⌉ of n sorted \
-            samples (SluiceBenchStats, tested in SluiceBenchStatsTests).
+            samples. Percentiles, ratios, CPU %, memory per object, /proc parsing, \
+            CSV quoting, the target checks and the plot's log axes are in \
+            SluiceBenchStats, tested in SluiceBenchStatsTests.
 
             This measures; it asserts nothing about speed. The router's poller \
             spins while there is work, so on a machine with fewer than three CPUs \
@@ -163,15 +249,21 @@ struct SluiceBench: ParsableCommand {
 
             Exit status 1 if the router or any measurement fails: the failing \
             call and its errno are printed, the router is stopped first, and its \
-            runtime directory (router.log, audit.log) is kept for reading.
+            runtime directory (router.log, audit.log) is kept for reading. Every \
+            wait has a timeout; a watchdog ends the run (routers first, then \
+            this process by SIGTERM) if no measurement starts for 120 s (full \
+            mode 600 s).
             """
     )
 
     @Flag(help: "Short runs (well under a minute) instead of the full ones (a few minutes).")
     var quick = false
 
-    @Option(help: ArgumentHelp("Also write every figure as CSV rows (metric,system,size,value,unit).", valueName: "file"))
+    @Option(help: ArgumentHelp("Write every figure as CSV rows (metric,system,size,value,unit) here. Default: /tmp/sluice-bench-<time>.csv.", valueName: "file"))
     var csv: String?
+
+    @Option(help: ArgumentHelp("Write the size sweep's plot (bandwidth and latency against message size) here. Default: the CSV's path with .svg.", valueName: "file"))
+    var svg: String?
 
     @Option(help: ArgumentHelp("The sluice-router executable. Default: the one next to this binary.", valueName: "path"))
     var router: String?
@@ -188,8 +280,10 @@ struct SluiceBench: ParsableCommand {
     @Option(help: ArgumentHelp("Run only these tables, comma-separated: \(Self.tableNames.joined(separator: ", ")). Default: all.", valueName: "names"))
     var only: String?
 
-    static let tableNames = ["latency", "bandwidth", "decisions", "audit", "burst", "keys", "shaping", "isolation", "fairness", "overhead",
-                             "crosshost"]
+    static let tableNames = ["latency", "bandwidth", "decisions", "audit", "burst", "cpu", "control", "rate", "sweep", "scale",
+                             "keys", "shaping", "isolation", "fairness", "overhead", "crosshost", "targets"]
+    /// The tables that run against the second router, on generated policies.
+    static let generatedPolicyTables: Set<String> = ["cpu", "control", "rate", "sweep", "scale", "keys", "shaping", "isolation", "fairness", "overhead"]
 
     @Option(name: .customLong("flood-worker"), help: ArgumentHelp(visibility: .private))
     var floodWorker: String?
@@ -215,6 +309,11 @@ struct SluiceBench: ParsableCommand {
             throw ValidationError("--only: no table \"\(bad)\"; the tables are \(Self.tableNames.joined(separator: ", "))")
         }
         let plans = quick ? Plans.quick : Plans.full
+        let started = benchStartNanos
+        let csvPath = csv.map(Self.absolute) ?? Self.defaultCSVPath()
+        let svgPath = svg.map(Self.absolute) ?? (csvPath.hasSuffix(".csv") ? String(csvPath.dropLast(4)) : csvPath) + ".svg"
+        Self.raiseFileLimit()
+        startWatchdog(seconds: quick ? 120 : 600)
         let routerPath = try router ?? RouterProcess.siblingExecutable()
         let policiesPath = Self.absolute(policies)
 
@@ -263,7 +362,7 @@ struct SluiceBench: ParsableCommand {
         // limits: tenants with policies of their own, on a router of their own.
         var isolation: IsolationSuite?
         do {
-            if !selected.isDisjoint(with: ["keys", "shaping", "isolation", "fairness", "overhead"]) {
+            if !selected.isDisjoint(with: Self.generatedPolicyTables) {
                 isolation = try IsolationSuite(executable: routerPath, plans: quick ? .quick : .full, spinMicros: spinMicros)
             }
         } catch {
@@ -273,14 +372,23 @@ struct SluiceBench: ParsableCommand {
             print("  router   pid \(iso.router.pid), runtime \(iso.router.runtimeDir), policies \(iso.policyDir) (generated)"
                   + (iso.routerOff.map { "; with \(IsolationSuite.noEnforcementFlag): pid \($0.pid)" } ?? ""))
             print("")
-            let more: [(String, () -> [Table])] = [("keys", { [iso.keyTranslation()] }), ("shaping", iso.shapingAccuracy),
-                                                   ("isolation", { [iso.isolation()] }), ("fairness", { [iso.fairness()] }),
-                                                   ("overhead", { [iso.overhead()] })]
+            let limits = LimitsSuite(router: iso.router, routerOff: iso.routerOff, tenant: IsolationSuite.open,
+                                     plans: quick ? .quick : .full, spinMicros: spinMicros)
+            let more: [(String, () -> [Table])] = [
+                ("cpu", { let (a, b) = limits.routerCPUTable(); return [a, b] }),
+                ("control", { [limits.controlVerbs()] }),
+                ("rate", { [limits.messageRate()] }),
+                ("sweep", { [limits.sweepBandwidth(), limits.sweepLatency()] }),
+                ("scale", { let (a, b) = limits.scale(); return [a, b] }),
+                ("keys", { [iso.keyTranslation()] }), ("shaping", iso.shapingAccuracy),
+                ("isolation", { [iso.isolation()] }), ("fairness", { [iso.fairness()] }),
+                ("overhead", { [iso.overhead(), iso.enforcementBandwidth()] }),
+            ]
             for (name, tables) in more where selected.contains(name) {
                 for t in tables() { Self.show(t) }
             }
-            failures += iso.failures + iso.stop()
-            figures += iso.figures
+            failures += limits.failures + iso.failures + iso.stop()
+            figures += limits.figures + iso.figures
             keep += iso.runtimeDirs
         }
 
@@ -292,14 +400,25 @@ struct SluiceBench: ParsableCommand {
             figures += cross.figures
         }
 
-        if let csv {
-            do {
-                try CSV.write(figures, to: csv)
-                print("wrote \(figures.count) rows to \(csv)")
-            } catch {
-                failures.append("\(error)")
-            }
+        if selected.contains("targets") {
+            let (table, targetFigures) = Targets.table(figures)
+            Self.show(table)
+            figures += targetFigures
         }
+        do {
+            if try Plot.write(figures, title: "Sluice size sweep (\(quick ? "quick" : "full") mode, \(Machine.onlineCPUs) CPUs)", to: svgPath) {
+                print("plot  \(svgPath)")
+            }
+        } catch {
+            failures.append("\(error)")
+        }
+        do {
+            try CSV.write(figures, to: csvPath)
+            print("csv   \(csvPath) (\(figures.count) rows)")
+        } catch {
+            failures.append("\(error)")
+        }
+        print(String(format: "time  %.1f s", Double(monotonicNanos() &- started) / 1e9))
         guard failures.isEmpty else {
             for f in failures { Self.complain(f) }
             Self.complain("router runtime directories kept for inspection: \(keep.joined(separator: ", "))")
@@ -318,6 +437,27 @@ struct SluiceBench: ParsableCommand {
 
     static func complain(_ message: String) {
         FileHandle.standardError.write("sluice-bench: \(message)\n".data(using: .utf8)!)
+    }
+
+    /// /tmp/sluice-bench-<UTC date and time>.csv
+    static func defaultCSVPath() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        var buf = [CChar](repeating: 0, count: 32)
+        let n = strftime(&buf, buf.count, "%Y%m%d-%H%M%S", &parts)
+        let stamp = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "/tmp/sluice-bench-\(stamp).csv"
+    }
+
+    /// The scale table opens a thousand QPs and ten thousand regions, each
+    /// with file descriptors on both sides; the router, started by this
+    /// process, inherits the raised limit.
+    static func raiseFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     static func absolute(_ path: String) -> String {

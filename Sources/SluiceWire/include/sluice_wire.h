@@ -312,6 +312,7 @@ struct sluice_async_event {
 	uint32_t qp_num;               /* virtual QPN of the QP it concerns */
 };
 #define SLUICE_ASYNC_RING 64u
+#define SLUICE_POSTED_QPS 4096u
 
 /* The session page: one per session, created by the router. */
 #define SLUICE_SESSION_PAGE_SIZE SLUICE_PAGE
@@ -326,6 +327,19 @@ struct sluice_session_page {
 	 * pipe; a full ring drops the event (the router counts it). */
 	struct sluice_ring_ctrl async;
 	struct sluice_async_event async_events[SLUICE_ASYNC_RING];
+	/* Posted-QP hints, so the router need not look at every idle QP on
+	 * every pass (a NIC's per-QP doorbell, without a system call). Bit
+	 * (handle - 1) of posted_qps means "the router is looking at this QP".
+	 * After publishing a producer index the library fences and, if the
+	 * QP's bit is clear, sets it and then posted_summary. The router scans
+	 * the bits when it takes a nonzero summary; before it stops looking at
+	 * a QP it clears the bit, fences and reads the producer indices once
+	 * more. Either the router sees the new index or the library sees the
+	 * clear bit. QPs whose handle is above SLUICE_POSTED_QPS are always
+	 * looked at. A tenant can only mislead the router about its own QPs. */
+	uint32_t posted_summary;
+	uint8_t pad1[SLUICE_CACHELINE - 4];
+	uint64_t posted_qps[SLUICE_POSTED_QPS / 64];
 };
 
 /* A send work request as the library writes it into the send ring. */
@@ -464,6 +478,50 @@ static inline uint64_t sluice_atomic_cmp_swap64(uint64_t *p, uint64_t compare, u
 static inline void sluice_fence(void)
 {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* The library's half of the posted-QP hint (see struct sluice_session_page),
+ * after it published a producer index of the QP with this handle. Ends
+ * with a full fence after the index store and any hint store, so the
+ * caller may then read router_asleep without another. */
+static inline void sluice_hint_posted(struct sluice_session_page *page, uint32_t handle)
+{
+	uint32_t i = handle - 1;
+	sluice_fence();
+	if (handle == 0 || i >= SLUICE_POSTED_QPS)
+		return;
+	uint64_t bit = (uint64_t)1 << (i % 64);
+	if (!(__atomic_load_n(&page->posted_qps[i / 64], __ATOMIC_RELAXED) & bit)) {
+		__atomic_fetch_or(&page->posted_qps[i / 64], bit, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&page->posted_summary, 1, __ATOMIC_SEQ_CST);
+		sluice_fence();
+	}
+}
+
+/* The router's half: take the summary (nonzero: some bit was set since). */
+static inline uint32_t sluice_hint_take_summary(struct sluice_session_page *page)
+{
+	if (!__atomic_load_n(&page->posted_summary, __ATOMIC_RELAXED))
+		return 0;
+	return __atomic_exchange_n(&page->posted_summary, 0, __ATOMIC_SEQ_CST);
+}
+
+static inline uint64_t sluice_hint_word(struct sluice_session_page *page, uint32_t word)
+{
+	return __atomic_load_n(&page->posted_qps[word], __ATOMIC_ACQUIRE);
+}
+
+/* Clears (set = 0) or sets (set = 1) the bit of handle; a full barrier. */
+static inline void sluice_hint_mark(struct sluice_session_page *page, uint32_t handle, int set)
+{
+	uint32_t i = handle - 1;
+	if (handle == 0 || i >= SLUICE_POSTED_QPS)
+		return;
+	uint64_t bit = (uint64_t)1 << (i % 64);
+	if (set)
+		__atomic_fetch_or(&page->posted_qps[i / 64], bit, __ATOMIC_SEQ_CST);
+	else
+		__atomic_fetch_and(&page->posted_qps[i / 64], ~bit, __ATOMIC_SEQ_CST);
 }
 
 /* ---------------------------------------------------------------------- */
