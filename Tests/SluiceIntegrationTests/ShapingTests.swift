@@ -73,7 +73,12 @@ final class ShapingTests: XCTestCase {
                 break
             }
         }
-        XCTAssertEqual(posted, 4, "one runs, the rest wait in the 4-deep queue ... (ring rounds 4 up to 4)")
+        // The first request runs at once (burst 1) and, once the router has
+        // completed it, frees its slot: whether that happens before the
+        // fifth post is a race (the posted-QP hint wakes the poller sooner
+        // since 4cd10b7). Either way the throttled ones wait in the 4-deep
+        // ring (4 rounds up to 4) and the next post finds it full.
+        XCTAssert((4...5).contains(posted), "\(posted) posted: at most the 4-deep queue plus the one that already ran")
         XCTAssertEqual((last as? VerbsError)?.code, ENOMEM, "... and the next post gets ENOMEM, as on hardware")
         XCTAssertEqual(a.state(qa), IBV_QPS_RTS, "a full queue is not an error")
     }
