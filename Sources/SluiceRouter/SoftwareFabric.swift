@@ -24,6 +24,10 @@ final class TenantLane {
     /// credit ran out in the middle of it: the next pass resumes there, so
     /// a lane's time goes to its work, not to laps over its idle QPs.
     var carry = 0
+    /// The tenant's buckets hold every request until then (0: not held).
+    /// The poller skips the lane until that time instead of trying each of
+    /// its QPs against the same empty bucket on every pass.
+    var heldUntil: UInt64 = 0
     /// Admitted by the shaper (all time).
     var bytesMoved: UInt64 = 0
     var requests: UInt64 = 0
@@ -155,6 +159,9 @@ final class SoftwareFabric {
     /// Puts a QP in its lane's active list (a hint, a state change, a new QP).
     func activate(_ qp: QueuePair) {
         qp.idleSince = 0
+        // A state change (a flush to do) must not wait out the tenant's
+        // buckets; a new post costs one more refused try at most.
+        qp.lane.heldUntil = 0
         guard !qp.active, !qp.destroyed, positions[ObjectIdentifier(qp)] != nil else { return }
         qp.active = true
         qp.lane.active.append(qp)
@@ -244,7 +251,7 @@ final class SoftwareFabric {
         var worked = false
         for i in 0..<n {
             let lane = lanes[(laneStart &+ i) % n]
-            if lane.active.isEmpty { continue }
+            if lane.active.isEmpty || lane.heldUntil > now { continue }
             // One quantum per pass; unused credit does not pile up, debt
             // (a request that took longer than the credit) is kept.
             lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
@@ -282,6 +289,7 @@ final class SoftwareFabric {
         var i = lane.cursor
         lane.credit.start(CycleClock.now())
         while idle < lane.active.count {
+            if lane.heldUntil > now { break }
             if lane.credit.exhausted {
                 // Out of credit with work left: the next pass goes on.
                 worked = true
@@ -391,6 +399,7 @@ final class SoftwareFabric {
             case .wait(let s):
                 qp.held = wqe
                 qp.stall = s
+                if s.kind == .throttled && qp.shaper.tenantWide { lane.heldUntil = s.retryAt }
                 return did
             case .progressed:
                 // Part of a long request is done: the rest is this QP's
