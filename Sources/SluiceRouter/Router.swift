@@ -29,6 +29,10 @@ public struct RouterConfig {
     /// Benchmark only: no policy check and no shaping on the data path, so
     /// that their cost can be measured (`--bench-no-enforcement`).
     public var dataPathEnforcement = true
+    /// Which backend performs the verbs ("software" or "verbs") and why it
+    /// was chosen; recorded in the audit log's router.start record.
+    public var backendName = "software"
+    public var backendReason = "default"
 
     // Device limits reported to tenants and enforced per session.
     public var maxQP: UInt32 = 16384
@@ -193,7 +197,8 @@ public final class Router {
     /// Runs until SIGTERM or SIGINT.
     public func run() {
         log.record(event: "router.start", fields: ["runtimeDir": config.runtimeDir,
-                                                   "dataPathEnforcement": config.dataPathEnforcement ? "on" : "off (benchmark)"])
+                                                   "dataPathEnforcement": config.dataPathEnforcement ? "on" : "off (benchmark)",
+                                                   "backend": config.backendName, "backendReason": config.backendReason])
         recordPolicyLoad(event: "policy.load", engine.policies)
         var idleSince = Sys.monotonicNanos()
         var spins: UInt64 = 0
