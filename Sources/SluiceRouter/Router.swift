@@ -33,6 +33,8 @@ public struct RouterConfig {
     /// was chosen; recorded in the audit log's router.start record.
     public var backendName = "software"
     public var backendReason = "default"
+    /// The device of the verbs backend; nil: the software fabric.
+    public var device: RDMADevice?
 
     // Device limits reported to tenants and enforced per session.
     public var maxQP: UInt32 = 16384
@@ -62,6 +64,8 @@ public final class Router {
     /// What each tenant holds, over all its sessions (quotas count these).
     var usage: [String: TenantUsage] = [:]
     let fabric = SoftwareFabric()
+    /// The verbs backend, when the router runs on a device.
+    var verbs: VerbsBackend?
     private let epfd: Int32
     private let signalFD: Int32
     var listeners: [Int32: String] = [:] // listening fd -> tenant
@@ -97,6 +101,10 @@ public final class Router {
         self.config = config
         engine = PolicyEngine(config.policies)
         fabric.enforcement = config.dataPathEnforcement
+        if let d = config.device {
+            verbs = VerbsBackend(device: d)
+            fabric.device = verbs
+        }
         // SIGTERM, SIGINT and SIGHUP arrive as readable events, never as
         // interruptions. Blocked before any thread starts (the audit writer's
         // inherits the mask), or a signal could kill the router from there.
@@ -210,7 +218,7 @@ public final class Router {
                 nextSummary = now + config.summaryNanos
             }
             if !parkedSessions.isEmpty { resumeParked(now: now) }
-            if fabric.pollOnce(now: now, router: self) {
+            if pollDataPath(now: now) {
                 idleSince = now
                 spins &+= 1
                 if spins % 256 == 0 { serviceEvents(timeoutMillis: 0) }
@@ -225,7 +233,7 @@ public final class Router {
             // with the announcement is either seen here or rings the doorbell.
             for s in sessions.values { s.setRouterAsleep(true) }
             sluice_fence()
-            if fabric.pollOnce(now: Sys.monotonicNanos(), router: self) {
+            if pollDataPath(now: Sys.monotonicNanos()) {
                 for s in sessions.values { s.setRouterAsleep(false) }
                 idleSince = Sys.monotonicNanos()
                 continue
@@ -233,6 +241,12 @@ public final class Router {
             var timeout: Int32 = -1
             var wake = fabric.nextDeadline()
             if let p = nextParkedDeadline { wake = min(wake ?? p, p) }
+            // The device rings no doorbell of ours: while it holds requests,
+            // look again within a millisecond.
+            if let v = verbs, v.busy {
+                let soon = Sys.monotonicNanos() + 1_000_000
+                wake = min(wake ?? soon, soon)
+            }
             if sessions.values.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
             if let deadline = wake {
                 let t = Sys.monotonicNanos()
@@ -415,7 +429,12 @@ public final class Router {
         held.mrs -= s.mrs.count
         for mr in s.mrs.all {
             mr.dead = true
+            verbs?.deregMR(mr)
             held.registeredBytes -= mr.length
+        }
+        if let verbs {
+            for cq in s.cqs.all { verbs.destroyCQ(cq) }
+            for pd in s.pds.all { verbs.deallocPD(pd) }
         }
         usage[s.tenant] = held
         s.lkeys.removeAll()
@@ -466,6 +485,7 @@ public final class Router {
         s.qps.remove(qp.handle)
         qpsByNumber[qp.qpn] = nil
         fabric.remove(qp)
+        verbs?.destroyQP(qp)
         qp.pd.users -= 1
         qp.sendCQ.users -= 1
         qp.recvCQ.users -= 1

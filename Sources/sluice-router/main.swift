@@ -120,12 +120,9 @@ struct SluiceRouterCommand: ParsableCommand {
         case .success(let s): selection = s
         case .failure(let e): fail("\(e)")
         }
-        FileHandle.standardError.write("sluice-router: \(selection.logLine)\n".data(using: .utf8)!)
         config.backendName = selection.name
         config.backendReason = selection.reason
-        if case .verbs = selection {
-            fail("refusing to serve: the verbs backend cannot perform work requests yet (use --backend software)")
-        }
+        if case .verbs(let device, _) = selection { config.device = device }
         let router: Router
         do {
             router = try Router(config: config)
@@ -141,6 +138,7 @@ struct SluiceRouterCommand: ParsableCommand {
         } catch {
             fail("refusing to serve: \(error)")
         }
+        FileHandle.standardError.write("sluice-router: \(selection.logLine)\n".data(using: .utf8)!)
         FileHandle.standardError.write("sluice-router: serving \(set.names.joined(separator: ", ")) in \(runtimeDir)\n".data(using: .utf8)!)
         router.run()
         FileHandle.standardError.write("sluice-router: stopped\n".data(using: .utf8)!)
