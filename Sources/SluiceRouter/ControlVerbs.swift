@@ -483,8 +483,10 @@ extension Router {
         default:
             break
         }
-        verbs?.entered(qp, state)
         qp.setState(state)
+        // The device's QP follows (a round trip to the device: after the
+        // tenant already sees the state).
+        verbs?.entered(qp, state)
     }
 
     func queryQP(_ s: Session, _ req: sluice_handle_req) throws -> Reply {

@@ -33,6 +33,17 @@ public protocol RDMADevice: AnyObject {
     /// Up to `max` completions of a real CQ, appended to `into`; the count,
     /// or a negative errno.
     func pollCQ(_ cq: RealHandle, max: Int, into: inout [RealCompletion]) -> Int
+    /// The device's asynchronous event fd (non-blocking), which the router
+    /// watches, and the next event on it.
+    var asyncFD: Int32 { get }
+    func nextAsyncEvent() -> RealAsyncEvent
+}
+
+public enum RealAsyncEvent {
+    case none                   // nothing (more) to read
+    case queuePairFailed(UInt32) // a real QP (by real QPN) went to ERR
+    case deviceFailed(String)   // the device is gone (removed, reset, its router died)
+    case other
 }
 
 /// An opaque device object (an ibv_pd, ibv_mr, ibv_cq or ibv_qp pointer).

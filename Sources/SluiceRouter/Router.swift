@@ -93,7 +93,7 @@ public final class Router {
 
     // epoll tags: the kind in the top byte, an id below.
     private enum Tag: UInt64 {
-        case signal = 1, listener = 2, control = 3, session = 4, doorbell = 5, operatorConn = 6, refused = 7
+        case signal = 1, listener = 2, control = 3, session = 4, doorbell = 5, operatorConn = 6, refused = 7, device = 8
     }
     private static func tag(_ kind: Tag, _ id: UInt64) -> UInt64 { kind.rawValue << 56 | id }
 
@@ -118,6 +118,7 @@ public final class Router {
         log = try EventLog(config.audit)
         epfd = try Sys.retrying("epoll_create1") { sluice_epoll_create() }
         try watch(signalFD, Router.tag(.signal, 0))
+        if let d = config.device { try watch(d.asyncFD, Router.tag(.device, 0)) }
         try openSockets()
     }
 
@@ -283,6 +284,9 @@ public final class Router {
                 serviceOperator(fd: Int32(id))
             case .refused:
                 answerRefused(Int32(id))
+            case .device:
+                // A device that failed stays readable (EOF): stop watching it.
+                if let v = verbs, !v.serviceAsyncEvents(router: self) { unwatch(v.device.asyncFD) }
             case .none:
                 break
             }

@@ -35,12 +35,16 @@ public final class VerbsBackend {
     var busy: Bool { qpsByRealNumber.values.contains { !$0.inFlight.isEmpty || $0.recvInFlight > 0 } }
 
     func refusal(_ e: RealError) -> Refusal {
-        Refusal(e.errno == 0 ? EIO : e.errno, "the device refused: \(e.call) failed: \(String(cString: strerror(e.errno)))", rule: "device")
+        // A device that is gone answers everything with EIO, as libibverbs
+        // does for a removed device.
+        if let lost { return Refusal(EIO, "the device failed: \(lost)", rule: "device") }
+        return Refusal(e.errno == 0 ? EIO : e.errno, "the device refused: \(e.call) failed: \(String(cString: strerror(e.errno)))", rule: "device")
     }
 
     // MARK: objects
 
     func allocPD(_ pd: ProtectionDomain) throws {
+        if lost != nil { throw refusal(RealError("ibv_alloc_pd", EIO)) }
         switch device.allocPD() {
         case .success(let h): pd.real = h
         case .failure(let e): throw refusal(e)
@@ -55,6 +59,7 @@ public final class VerbsBackend {
     /// Registers the router's mapping of the region with exactly the access
     /// the policy allowed for it.
     func regMR(_ mr: MemoryRegion) throws {
+        if lost != nil { throw refusal(RealError("ibv_reg_mr", EIO)) }
         guard let pd = mr.pd.real else { throw Refusal(EIO, "protection domain has no device PD", rule: "device") }
         let access = mr.access & UInt32(SLUICE_ACCESS_LOCAL_WRITE | SLUICE_ACCESS_REMOTE_WRITE | SLUICE_ACCESS_REMOTE_READ
             | SLUICE_ACCESS_REMOTE_ATOMIC)
@@ -70,6 +75,7 @@ public final class VerbsBackend {
     }
 
     func createCQ(_ cq: CompletionQueue) throws {
+        if lost != nil { throw refusal(RealError("ibv_create_cq", EIO)) }
         switch device.createCQ(depth: cq.capacity) {
         case .success(let h):
             cq.real = h
@@ -85,6 +91,7 @@ public final class VerbsBackend {
     }
 
     func createQP(_ qp: QueuePair, sendSGE: UInt32, recvSGE: UInt32) throws {
+        if lost != nil { throw refusal(RealError("ibv_create_qp", EIO)) }
         guard let pd = qp.pd.real, let scq = qp.sendCQ.real, let rcq = qp.recvCQ.real else {
             throw Refusal(EIO, "the QP's PD or CQs have no device objects", rule: "device")
         }
@@ -177,8 +184,8 @@ public final class VerbsBackend {
     /// the router translated; the wr_id is the tenant's.
     func post(_ qp: QueuePair, _ peer: QueuePair, _ w: sluice_send_wqe, recv: sluice_recv_wqe?, local: [RealSGE],
               inline: RealSGE?, receive: [RealSGE], remote: (UInt64, UInt32)?) -> PostResult {
-        guard let rq = qp.real, let rp = peer.real else { return .refused("no device QP") }
         if let lost { return .refused("the device failed: \(lost)") }
+        guard let rq = qp.real, let rp = peer.real else { return .refused("no device QP") }
         guard qp.inFlight.count < Int(qp.sqCapacity) else { return .busy }
         if recv != nil && peer.recvInFlight >= Int(peer.rqCapacity) { return .busy }
         var send = RealSend(wrID: w.wr_id, opcode: w.opcode,
@@ -249,8 +256,15 @@ public final class VerbsBackend {
             isRecv = qp.inFlight.first?.wrID != r.wrID && qp.recvInFlight > 0
         }
         let peer = qp.peer
-        let cqe = CompletionMapping.virtualCompletion(r, qpn: qp.qpn, peerQPN: peer?.qpn ?? 0, peerLID: peer?.session.lid ?? 0)
+        var cqe = CompletionMapping.virtualCompletion(r, qpn: qp.qpn, peerQPN: peer?.qpn ?? 0, peerLID: peer?.session.lid ?? 0)
         let failed = cqe.status != UInt32(SLUICE_WC_SUCCESS)
+        if !failed, let peer, r.opcode & UInt32(SLUICE_WC_OP_RECV) != 0 {
+            // The sender's addressing as its tenant set it (GID or LID, SL),
+            // not how the router addressed the device's loopback.
+            let grh = UInt32(SLUICE_WC_FLAG_GRH)
+            cqe.wc_flags = (cqe.wc_flags & ~grh) | (peer.attrs.ah.is_global != 0 ? grh : 0)
+            cqe.sl = peer.attrs.ah.sl
+        }
         if isRecv {
             qp.recvInFlight = max(qp.recvInFlight - 1, 0)
             enqueue(qp.recvCQ, cqe, solicited: true)
@@ -277,6 +291,27 @@ public final class VerbsBackend {
         }
     }
 
+    /// Reads the device's async events. A failed real QP fails the
+    /// tenant's (ERR, IBV_EVENT_QP_FATAL); a failed device fails them all.
+    /// Returns false once the device is gone.
+    func serviceAsyncEvents(router: Router) -> Bool {
+        for _ in 0..<64 {
+            switch device.nextAsyncEvent() {
+            case .none: return lost == nil
+            case .other: continue
+            case .queuePairFailed(let realQPN):
+                guard let qp = qpsByRealNumber[realQPN], qp.state != .error, qp.state != .reset else { continue }
+                router.denyDataPath(qp, "the device reported the QP failed", rule: "device")
+                router.enter(qp, .error)
+                qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+            case .deviceFailed(let why):
+                deviceFailed(why, router: router)
+                return false
+            }
+        }
+        return lost == nil
+    }
+
     /// The device is gone (its CQs report errors): everything on it fails.
     /// Requests it held complete with WR_FLUSH_ERR after a GENERAL_ERR for
     /// the first, and the QPs move to ERR, as a NIC's removal does.
@@ -298,7 +333,10 @@ public final class VerbsBackend {
             for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
             qp.behindInFlight.removeAll()
             qp.recvInFlight = 0
-            if qp.state != .reset && qp.state != .error { router.enter(qp, .error) }
+            if qp.state != .reset && qp.state != .error {
+                router.enter(qp, .error)
+                qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+            }
         }
     }
 }

@@ -184,5 +184,28 @@ extension VerbsDevice: RDMADevice {
         return n
     }
 
+    public var asyncFD: Int32 { context.pointee.async_fd }
+
+    public func nextAsyncEvent() -> RealAsyncEvent {
+        var e = ibv_async_event()
+        errno = 0
+        guard ibv_get_async_event(context, &e) == 0 else {
+            let err = errno
+            if err == EAGAIN || err == EINTR { return .none }
+            return .deviceFailed("ibv_get_async_event: \(String(cString: strerror(err == 0 ? EIO : err)))")
+        }
+        defer { ibv_ack_async_event(&e) }
+        switch e.event_type {
+        case IBV_EVENT_QP_FATAL, IBV_EVENT_QP_REQ_ERR, IBV_EVENT_QP_ACCESS_ERR:
+            return .queuePairFailed(e.element.qp.pointee.qp_num)
+        case IBV_EVENT_DEVICE_FATAL:
+            return .deviceFailed("IBV_EVENT_DEVICE_FATAL")
+        case IBV_EVENT_PORT_ERR:
+            return .deviceFailed("IBV_EVENT_PORT_ERR: port \(e.element.port_num) is down")
+        default:
+            return .other
+        }
+    }
+
     private func errnoOr(_ fallback: Int32) -> Int32 { errno != 0 ? errno : fallback }
 }

@@ -75,6 +75,13 @@ public final class VerbsDevice {
             ibv_close_device(ctx)
             return .unusable("port 1 of \(name) is not active (state \(attr.state.rawValue))")
         }
+        // The router reads async events from its event loop: never block.
+        let flags = fcntl(ctx.pointee.async_fd, F_GETFL)
+        guard flags >= 0, fcntl(ctx.pointee.async_fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
+            let e = errno
+            ibv_close_device(ctx)
+            return .unusable("cannot make \(name)'s async event fd non-blocking: \(String(cString: strerror(e)))")
+        }
         return .usable(VerbsDevice(name: name, context: ctx, port: 1, portAttributes: attr))
     }
 }

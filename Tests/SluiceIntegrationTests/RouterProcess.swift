@@ -48,11 +48,37 @@ enum Paths {
 }
 
 /// A real sluice-router process with its own runtime and policy directories.
+///
+/// With SLUICE_TEST_NESTED=1 in the environment (NestedRouterTests runs
+/// whole test classes that way) every router a test starts is nested: an
+/// outer router on the software fabric, and this one, on the verbs backend
+/// over the outer one's device `sluice0`, as the outer's tenant `inner`
+/// (libsluice-verbs.so preloaded). Tests then talk to the inner router
+/// exactly as they would to a router on a NIC.
 final class RouterProcess {
     let runtimeDir: String
     let policiesDir: String
     let process = Process()
     private let errPipe = Pipe()
+    /// The router this one is a tenant of, when nested.
+    private(set) var outer: RouterProcess?
+
+    static var nested: Bool { ProcessInfo.processInfo.environment["SLUICE_TEST_NESTED"] == "1" }
+
+    /// The outer router's policy for the inner router: everything, and
+    /// quotas generous enough for every tenant the inner one serves.
+    static func innerTenantPolicy(extra: String = "") -> String {
+        permissive("inner", extra: extra)
+    }
+
+    /// The inner router's arguments and environment, given its outer router.
+    static func innerArguments(outer: RouterProcess) -> (arguments: [String], environment: [String: String]) {
+        var env = ProcessInfo.processInfo.environment
+        env["LD_PRELOAD"] = Paths.verbsLibrary
+        env["SLUICE_SOCKET"] = outer.socket("inner")
+        env["SLUICE_TEST_NESTED"] = nil
+        return (["--backend", "verbs", "--device", "sluice0", "--sandbox", "off"], env)
+    }
 
     /// A policy that lets a tenant do everything with its own QPs (and
     /// nothing across tenants), plus whatever `extra` YAML adds under spec.
@@ -83,7 +109,18 @@ final class RouterProcess {
         try self.init(policies: policies)
     }
 
-    init(policies: [String: String], extraArguments: [String] = []) throws {
+    init(policies: [String: String], extraArguments: [String] = [], environment: [String: String]? = nil,
+         nested: Bool = RouterProcess.nested, outerPolicy: String = RouterProcess.innerTenantPolicy()) throws {
+        var extraArguments = extraArguments
+        if nested {
+            let o = try RouterProcess(policies: ["inner": outerPolicy], nested: false)
+            let (args, env) = RouterProcess.innerArguments(outer: o)
+            outer = o
+            extraArguments = args + extraArguments
+            process.environment = env
+        } else if let environment {
+            process.environment = environment
+        }
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-test-\(UUID().uuidString.prefix(8))")
         runtimeDir = base.appendingPathComponent("run").path
         policiesDir = base.appendingPathComponent("policies").path
@@ -102,6 +139,18 @@ final class RouterProcess {
             }
             usleep(20_000)
         }
+        if outer != nil {
+            // Nested must mean nested: the inner router runs on the verbs backend.
+            let deadline = Date().addingTimeInterval(5)
+            var start: [String: Any]?
+            while start == nil && Date() < deadline {
+                start = auditRecords().first { ($0["event"] as? String) == "router.start" }
+            }
+            let backend = (start?["fields"] as? [String: Any])?["backend"] as? String
+            guard backend == "verbs" else {
+                throw NSError(domain: "sluice-test", code: 2, userInfo: [NSLocalizedDescriptionKey: "the inner router is not on the verbs backend: \(start ?? [:])"])
+            }
+        }
     }
 
     deinit {
@@ -109,6 +158,7 @@ final class RouterProcess {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+        outer = nil
         try? FileManager.default.removeItem(atPath: (runtimeDir as NSString).deletingLastPathComponent)
     }
 
