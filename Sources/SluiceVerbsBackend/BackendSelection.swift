@@ -23,6 +23,16 @@ public enum BackendSelection {
         }
     }
 
+    /// The seccomp data file's features this backend needs on top of the
+    /// software fabric's allowlist: the uverbs ioctl for a NIC, or what
+    /// libsluice-verbs uses when the device is Sluice's own (nesting).
+    public var sandboxFeatures: Set<String> {
+        switch self {
+        case .software: return []
+        case .verbs(let d, _): return d.isSluiceDevice ? ["nestedVerbs"] : ["verbsDevice"]
+        }
+    }
+
     /// The start-up log line: `backend: <which> (<why>)`.
     public var logLine: String {
         switch self {

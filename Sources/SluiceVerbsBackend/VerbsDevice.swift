@@ -21,6 +21,10 @@ public final class VerbsDevice {
 
     deinit { ibv_close_device(context) }
 
+    /// Sluice's own virtual device (libsluice-verbs.so preloaded: this
+    /// router is another router's tenant), rather than a NIC.
+    public var isSluiceDevice: Bool { name.hasPrefix("sluice") }
+
     /// A one-line description for the start-up log.
     public var summary: String {
         "\(name) port \(port) active, lid \(portAttributes.lid), mtu \(128 << Int(portAttributes.active_mtu.rawValue))"

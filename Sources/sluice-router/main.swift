@@ -132,7 +132,9 @@ struct SluiceRouterCommand: ParsableCommand {
         // Everything that needs privilege is open (sockets, audit log, its
         // writer thread); from here on the router runs confined.
         do {
-            let report = try Sandbox.apply(mode: sandbox, user: user)
+            // The software fabric's allowlist is the base; the verbs backend
+            // adds its device's calls only (router.seccomp.json, features).
+            let report = try Sandbox.apply(Sandbox.Options(mode: sandbox, user: user, features: selection.sandboxFeatures))
             FileHandle.standardError.write("sluice-router: \(report)\n".data(using: .utf8)!)
             router.recordSandbox(mode: "\(sandbox)", "\(report)")
         } catch {

@@ -72,6 +72,12 @@ final class NestedRouterTests: XCTestCase {
     func testADeviceThatRefusesAQueuePairRefusesTheTenantsVerb() throws {
         let router = try RouterProcess(policies: ["alpha": RouterProcess.permissive("alpha")], nested: true,
                                        outerPolicy: RouterProcess.innerTenantPolicy(extra: "  quotas:\n    queuePairs: 2\n"))
+        // The inner router is sandboxed as in production, with the nested
+        // backend's extra calls (the sandbox audit record names them).
+        let sandbox = router.auditRecords().first { ($0["event"] as? String) == "sandbox" }
+        XCTAssertEqual((sandbox?["fields"] as? [String: Any])?["mode"] as? String, "enforce", "\(sandbox ?? [:])")
+        XCTAssertTrue((sandbox?["reason"] as? String ?? "").contains("features nestedVerbs"), "\(sandbox ?? [:])")
+        XCTAssertEqual((try router.status()["sandbox"] as? [String: Any])?["mode"] as? String, "enforce")
         let a = try VerbsEndpoint(socket: router.socket("alpha"))
         let b = try VerbsEndpoint(socket: router.socket("alpha"))
         let qa = try a.createQP()
@@ -125,7 +131,7 @@ final class NestedRouterTests: XCTestCase {
         while !router.auditRecords().contains(where: { ($0["event"] as? String) == "device.lost" }) && Date() < deadline {
             usleep(20_000)
         }
-        XCTAssertTrue(router.auditRecords().contains { ($0["event"] as? String) == "device.lost" }, "no device.lost record")
+        XCTAssertTrue(router.auditRecords().contains { ($0["event"] as? String) == "device.lost" }, "no device.lost record; \(router.process.isRunning ? "router running" : router.stderrText())")
         // The QP failed, and the tenant is told.
         XCTAssertEqual(a.state(qa), IBV_QPS_ERR)
         var event = ibv_async_event()

@@ -77,7 +77,8 @@ final class RouterProcess {
         env["LD_PRELOAD"] = Paths.verbsLibrary
         env["SLUICE_SOCKET"] = outer.socket("inner")
         env["SLUICE_TEST_NESTED"] = nil
-        return (["--backend", "verbs", "--device", "sluice0", "--sandbox", "off"], env)
+        // Sandboxed as in production (enforce), with the nestedVerbs feature.
+        return (["--backend", "verbs", "--device", "sluice0"], env)
     }
 
     /// A policy that lets a tenant do everything with its own QPs (and
