@@ -125,6 +125,8 @@ final class CompletionQueue {
     /// that arrived from it while the tenant's ring was full.
     var real: RealHandle?
     var waiting: [(cqe: sluice_cqe, solicited: Bool)] = []
+    /// The real CQ is armed: its next completion wakes the router.
+    var realArmed = false
 
     init(capacity: UInt32, mapping: SharedMapping, channel: CompletionChannel?) {
         self.capacity = capacity

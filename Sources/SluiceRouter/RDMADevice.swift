@@ -37,6 +37,12 @@ public protocol RDMADevice: AnyObject {
     /// watches, and the next event on it.
     var asyncFD: Int32 { get }
     func nextAsyncEvent() -> RealAsyncEvent
+    /// The completion channel every real CQ reports to (non-blocking fd,
+    /// watched by the router), arming a CQ for its next completion, and the
+    /// CQ of the next event (acknowledged), nil when there is none.
+    var completionFD: Int32 { get }
+    func armCQ(_ cq: RealHandle) -> Int32
+    func nextCompletionEvent() -> RealHandle?
 }
 
 public enum RealAsyncEvent {

@@ -118,7 +118,10 @@ public final class Router {
         log = try EventLog(config.audit)
         epfd = try Sys.retrying("epoll_create1") { sluice_epoll_create() }
         try watch(signalFD, Router.tag(.signal, 0))
-        if let d = config.device { try watch(d.asyncFD, Router.tag(.device, 0)) }
+        if let d = config.device {
+            try watch(d.asyncFD, Router.tag(.device, 0))
+            try watch(d.completionFD, Router.tag(.device, 1))
+        }
         try openSockets()
     }
 
@@ -242,10 +245,11 @@ public final class Router {
             var timeout: Int32 = -1
             var wake = fabric.nextDeadline()
             if let p = nextParkedDeadline { wake = min(wake ?? p, p) }
-            // The device rings no doorbell of ours: while it holds requests,
-            // look again within a millisecond.
+            // The device's completions wake the router through its armed
+            // CQs; while it holds requests, look anyway every 100 ms, in
+            // case a device loses an event.
             if let v = verbs, v.busy {
-                let soon = Sys.monotonicNanos() + 1_000_000
+                let soon = Sys.monotonicNanos() + 100_000_000
                 wake = min(wake ?? soon, soon)
             }
             if sessions.values.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
@@ -285,8 +289,14 @@ public final class Router {
             case .refused:
                 answerRefused(Int32(id))
             case .device:
-                // A device that failed stays readable (EOF): stop watching it.
-                if let v = verbs, !v.serviceAsyncEvents(router: self) { unwatch(v.device.asyncFD) }
+                guard let v = verbs else { break }
+                if id == 1 {
+                    v.serviceCompletionEvents()
+                } else if !v.serviceAsyncEvents(router: self) {
+                    // A device that failed stays readable (EOF): stop watching it.
+                    unwatch(v.device.asyncFD)
+                    unwatch(v.device.completionFD)
+                }
             case .none:
                 break
             }

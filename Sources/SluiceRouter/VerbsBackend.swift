@@ -229,7 +229,14 @@ public final class VerbsBackend {
             }
             guard let real = cq.real, cq.waiting.isEmpty else { continue }
             polled.removeAll(keepingCapacity: true)
-            let n = device.pollCQ(real, max: 16, into: &polled)
+            var n = device.pollCQ(real, max: 16, into: &polled)
+            if n == 0 && !cq.realArmed && lost == nil {
+                // Empty: arm it so that its next completion wakes the router
+                // (the completion channel is in the epoll set), then look
+                // once more for one that arrived before the arming.
+                cq.realArmed = device.armCQ(real) == 0
+                n = device.pollCQ(real, max: 16, into: &polled)
+            }
             if n < 0 {
                 deviceFailed("ibv_poll_cq: \(String(cString: strerror(-Int32(n))))", router: router)
                 return true
@@ -288,6 +295,15 @@ public final class VerbsBackend {
             cq.push(cqe, solicited: solicited)
         } else {
             cq.waiting.append((cqe, solicited))
+        }
+    }
+
+    /// Takes the completion channel's events: each names a real CQ whose
+    /// arming fired (the next `pollCompletions` reads it, and arms it again).
+    func serviceCompletionEvents() {
+        for _ in 0..<256 {
+            guard let h = device.nextCompletionEvent() else { return }
+            for cq in cqs.values where cq.real == h { cq.realArmed = false }
         }
     }
 

@@ -42,7 +42,7 @@ extension VerbsDevice: RDMADevice {
 
     public func createCQ(depth: UInt32) -> Result<RealHandle, RealError> {
         errno = 0
-        guard let cq = ibv_create_cq(context, Int32(clamping: depth), nil, nil, 0) else {
+        guard let cq = ibv_create_cq(context, Int32(clamping: depth), nil, channel, 0) else {
             return .failure(RealError("ibv_create_cq", errnoOr(ENOMEM)))
         }
         return .success(OpaquePointer(cq))
@@ -185,6 +185,20 @@ extension VerbsDevice: RDMADevice {
     }
 
     public var asyncFD: Int32 { context.pointee.async_fd }
+
+    public var completionFD: Int32 { channel.pointee.fd }
+
+    public func armCQ(_ cq: RealHandle) -> Int32 {
+        ibv_req_notify_cq(UnsafeMutablePointer<ibv_cq>(cq), 0)
+    }
+
+    public func nextCompletionEvent() -> RealHandle? {
+        var cq: UnsafeMutablePointer<ibv_cq>?
+        var ctx: UnsafeMutableRawPointer?
+        guard ibv_get_cq_event(channel, &cq, &ctx) == 0, let cq else { return nil }
+        ibv_ack_cq_events(cq, 1)
+        return OpaquePointer(cq)
+    }
 
     public func nextAsyncEvent() -> RealAsyncEvent {
         var e = ibv_async_event()

@@ -11,15 +11,22 @@ public final class VerbsDevice {
     /// The port the router uses (1), as the device reported it at open.
     public let port: UInt8
     public let portAttributes: ibv_port_attr
+    /// The completion channel of every CQ the router creates on it.
+    public let channel: UnsafeMutablePointer<ibv_comp_channel>
 
-    init(name: String, context: UnsafeMutablePointer<ibv_context>, port: UInt8, portAttributes: ibv_port_attr) {
+    init(name: String, context: UnsafeMutablePointer<ibv_context>, port: UInt8, portAttributes: ibv_port_attr,
+         channel: UnsafeMutablePointer<ibv_comp_channel>) {
         self.name = name
         self.context = context
         self.port = port
         self.portAttributes = portAttributes
+        self.channel = channel
     }
 
-    deinit { ibv_close_device(context) }
+    deinit {
+        ibv_destroy_comp_channel(channel)
+        ibv_close_device(context)
+    }
 
     /// Sluice's own virtual device (libsluice-verbs.so preloaded: this
     /// router is another router's tenant), rather than a NIC.
@@ -79,13 +86,23 @@ public final class VerbsDevice {
             ibv_close_device(ctx)
             return .unusable("port 1 of \(name) is not active (state \(attr.state.rawValue))")
         }
-        // The router reads async events from its event loop: never block.
-        let flags = fcntl(ctx.pointee.async_fd, F_GETFL)
-        guard flags >= 0, fcntl(ctx.pointee.async_fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
+        // The router reads async and completion events from its event
+        // loop: neither fd may block.
+        errno = 0
+        guard let channel = ibv_create_comp_channel(ctx) else {
             let e = errno
             ibv_close_device(ctx)
-            return .unusable("cannot make \(name)'s async event fd non-blocking: \(String(cString: strerror(e)))")
+            return .unusable("cannot create a completion channel on \(name): \(String(cString: strerror(e)))")
         }
-        return .usable(VerbsDevice(name: name, context: ctx, port: 1, portAttributes: attr))
+        for fd in [ctx.pointee.async_fd, channel.pointee.fd] {
+            let flags = fcntl(fd, F_GETFL)
+            guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
+                let e = errno
+                ibv_destroy_comp_channel(channel)
+                ibv_close_device(ctx)
+                return .unusable("cannot make \(name)'s event fds non-blocking: \(String(cString: strerror(e)))")
+            }
+        }
+        return .usable(VerbsDevice(name: name, context: ctx, port: 1, portAttributes: attr, channel: channel))
     }
 }
