@@ -740,6 +740,9 @@ public final class Router {
             "shaping": shapingStatus(),
             // The mode applied and the kernel's Seccomp, NoNewPrivs and Cap* fields.
             "sandbox": Sandbox.statusObject(),
+            // Which backend performs the verbs, and why it was chosen.
+            "backend": ["name": config.backendName, "reason": config.backendReason,
+                        "device": config.device?.name ?? "", "deviceLost": verbs?.lost ?? ""],
         ]
         let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
         return Array(data)

@@ -19,6 +19,9 @@ final class BackendSelectionTests: XCTestCase {
         XCTAssertEqual(fields["backend"] as? String, "software", "\(start ?? [:])")
         let reason = fields["backendReason"] as? String ?? ""
         XCTAssertTrue(reason.hasPrefix("auto: no RDMA device"), reason)
+        let status = try router.status()["backend"] as? [String: Any]
+        XCTAssertEqual(status?["name"] as? String, "software")
+        XCTAssertEqual(status?["reason"] as? String, reason)
         XCTAssertEqual(router.stop(), 0)
         let err = router.stderrText()
         XCTAssertTrue(err.contains("sluice-router: backend: software fabric (auto: no RDMA device"), err)

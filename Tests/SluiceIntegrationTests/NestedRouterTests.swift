@@ -147,8 +147,12 @@ final class NestedRouterTests: XCTestCase {
         // New objects: EIO, as from a removed device.
         XCTAssertThrowsError(try a.createQP()) { e in XCTAssertEqual((e as? VerbsError)?.code, EIO, "\(e)") }
         XCTAssertThrowsError(try a.register(src.base, 64, rw)) { e in XCTAssertEqual((e as? VerbsError)?.code, EIO, "\(e)") }
-        // The router itself keeps serving, and stops cleanly.
+        // The router itself keeps serving, says why its device is gone, and stops cleanly.
         XCTAssertEqual(try router.status()["sessions"] as? Int, 2)
+        let backend = try router.status()["backend"] as? [String: Any]
+        XCTAssertEqual(backend?["name"] as? String, "verbs")
+        XCTAssertEqual(backend?["device"] as? String, "sluice0")
+        XCTAssertFalse((backend?["deviceLost"] as? String ?? "").isEmpty, "\(backend ?? [:])")
         XCTAssertEqual(router.stop(), 0, router.stderrText())
     }
 }
