@@ -62,6 +62,37 @@ final class NestedRouterTests: XCTestCase {
     func testShapingThroughTheVerbsBackend() throws { try runNested("ShapingTests") }
     func testRobustnessThroughTheVerbsBackend() throws { try runNested("RobustnessTests") }
 
+    /// `--backend auto` (the default) with a usable device uses it, and
+    /// says so: here the device is the outer router's sluice0.
+    func testAutoPicksAUsableDeviceAndSaysWhy() throws {
+        let outer = try RouterProcess(policies: ["inner": RouterProcess.innerTenantPolicy()], nested: false)
+        let (_, env) = RouterProcess.innerArguments(outer: outer)
+        let inner = try RouterProcess(policies: ["alpha": RouterProcess.permissive("alpha")], environment: env, nested: false)
+        let start = inner.auditRecords().first { ($0["event"] as? String) == "router.start" }
+        let fields = start?["fields"] as? [String: Any] ?? [:]
+        XCTAssertEqual(fields["backend"] as? String, "verbs", "\(fields)")
+        XCTAssertTrue((fields["backendReason"] as? String ?? "").hasPrefix("auto: sluice0 port 1 active"), "\(fields)")
+        // And it works: a WRITE through it.
+        let a = try VerbsEndpoint(socket: inner.socket("alpha")), b = try VerbsEndpoint(socket: inner.socket("alpha"))
+        let qa = try a.createQP(), qb = try b.createQP()
+        let rw = ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue)
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let src = TestBuffer(pages: 1), dst = TestBuffer(pages: 1)
+        let sm = try a.register(src.base, src.size, rw), dm = try b.register(dst.base, dst.size, rw)
+        src.fill(0, 100, seed: 3)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(src.base, 100, sm)], remote: (addr(dst.base), dm.pointee.rkey))
+        XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS)
+        XCTAssertEqual(dst.bytes(0, 100), src.bytes(0, 100))
+        // The outer router saw the inner one's real objects, not the tenant's.
+        let outerObjects = try outer.objects()
+        XCTAssertEqual(outerObjects["qp"], 2, "\(outerObjects)")
+        XCTAssertEqual(inner.stop(), 0)
+        let err = inner.stderrText()
+        XCTAssertTrue(err.contains("sluice-router: backend: verbs on sluice0 (auto: sluice0 port 1 active"), err)
+        XCTAssertTrue(err.contains("features nestedVerbs"), err)
+    }
+
     // MARK: the device failing
 
     /// The outer router's policy lets the inner router create one QP: the
