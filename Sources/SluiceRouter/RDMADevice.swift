@@ -24,7 +24,7 @@ public protocol RDMADevice: AnyObject {
     func createCQ(depth: UInt32) -> Result<RealHandle, RealError>
     func destroyCQ(_ cq: RealHandle)
     func createQP(pd: RealHandle, sendCQ: RealHandle, recvCQ: RealHandle, sendDepth: UInt32, recvDepth: UInt32,
-                  sendSGE: UInt32, recvSGE: UInt32) -> Result<RealQP, RealError>
+                  sendSGE: UInt32, recvSGE: UInt32, inlineBytes: UInt32) -> Result<RealQP, RealError>
     func destroyQP(_ qp: RealHandle)
     /// ibv_modify_qp with IB attribute masks; returns an errno (0 = done).
     func modifyQP(_ qp: RealHandle, _ attributes: RealQPAttributes) -> Int32
@@ -124,7 +124,7 @@ public struct RealSGE {
 public struct RealSend {
     public var wrID: UInt64
     public var opcode: UInt32         // IBV_WR_* (= SLUICE_WR_*)
-    public var flags: UInt32          // IBV_SEND_* (= SLUICE_SEND_*), INLINE never set
+    public var flags: UInt32          // IBV_SEND_* (= SLUICE_SEND_*); INLINE: from the router's scratch copy
     public var immData: UInt32        // network byte order
     public var sges: [RealSGE]
     public var remoteAddress: UInt64 = 0

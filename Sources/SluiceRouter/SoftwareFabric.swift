@@ -643,8 +643,8 @@ final class SoftwareFabric {
         var did = false
         // On the verbs backend, what the device still holds completes (as a
         // flush) first; the ring's rest follows in order.
-        if !qp.inFlight.isEmpty || !qp.behindInFlight.isEmpty { return false }
-        if let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity), n > 0 {
+        let deviceHoldsSends = !qp.inFlight.isEmpty || !qp.behindInFlight.isEmpty
+        if !deviceHoldsSends, let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity), n > 0 {
             for _ in 0..<min(Int(n), 64) {
                 guard qp.sendCQ.space >= 1 else { break }
                 let w = qp.copySendWQE(qp.sqCons)
@@ -653,7 +653,7 @@ final class SoftwareFabric {
                 did = true
             }
         }
-        if let n = qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity), n > 0 {
+        if qp.recvInFlight == 0, let n = qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity), n > 0 {
             for _ in 0..<min(Int(n), 64) {
                 guard qp.recvCQ.space >= 1 else { break }
                 let r = qp.copyRecvWQE(qp.rqCons)

@@ -96,7 +96,7 @@ public final class VerbsBackend {
             throw Refusal(EIO, "the QP's PD or CQs have no device objects", rule: "device")
         }
         switch device.createQP(pd: pd, sendCQ: scq, recvCQ: rcq, sendDepth: qp.sqCapacity, recvDepth: qp.rqCapacity,
-                               sendSGE: sendSGE, recvSGE: recvSGE) {
+                               sendSGE: sendSGE, recvSGE: recvSGE, inlineBytes: qp.maxInline) {
         case .success(let r):
             qp.real = r
             qp.realSendPSN = UInt32.random(in: 0...0xff_ffff)

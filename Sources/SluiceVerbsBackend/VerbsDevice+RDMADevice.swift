@@ -53,7 +53,7 @@ extension VerbsDevice: RDMADevice {
     }
 
     public func createQP(pd: RealHandle, sendCQ: RealHandle, recvCQ: RealHandle, sendDepth: UInt32, recvDepth: UInt32,
-                         sendSGE: UInt32, recvSGE: UInt32) -> Result<RealQP, RealError> {
+                         sendSGE: UInt32, recvSGE: UInt32, inlineBytes: UInt32) -> Result<RealQP, RealError> {
         var attr = ibv_qp_init_attr()
         attr.send_cq = UnsafeMutablePointer<ibv_cq>(sendCQ)
         attr.recv_cq = UnsafeMutablePointer<ibv_cq>(recvCQ)
@@ -62,9 +62,9 @@ extension VerbsDevice: RDMADevice {
         attr.cap.max_recv_wr = recvDepth
         attr.cap.max_send_sge = sendSGE
         attr.cap.max_recv_sge = recvSGE
-        // Inline data is copied into the router's own registered scratch
-        // buffer and sent from there: the device never needs inline.
-        attr.cap.max_inline_data = 0
+        // Inline requests stay inline on the device: the router posts them
+        // from its own scratch copy, which the device takes at post time.
+        attr.cap.max_inline_data = inlineBytes
         // Every request is signaled on the device, so that the router sees
         // each one finish (the tenant's signaling is applied on the way back).
         attr.sq_sig_all = 1
