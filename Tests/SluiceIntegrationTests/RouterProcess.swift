@@ -65,6 +65,16 @@ final class RouterProcess {
 
     static var nested: Bool { ProcessInfo.processInfo.environment["SLUICE_TEST_NESTED"] == "1" }
 
+    /// Routers still running, killed when the test process exits: XCTest
+    /// keeps test case instances (and so their routers) alive to the end,
+    /// and a nested pair's outer router would otherwise outlive the run.
+    nonisolated(unsafe) private static var running: Set<Int32> = []
+    private static let reapAtExit: Void = {
+        atexit {
+            for pid in RouterProcess.running { kill(pid, SIGKILL) }
+        }
+    }()
+
     /// The outer router's policy for the inner router: everything, and
     /// quotas generous enough for every tenant the inner one serves.
     static func innerTenantPolicy(extra: String = "") -> String {
@@ -133,6 +143,8 @@ final class RouterProcess {
         process.arguments = ["--runtime-dir", runtimeDir, "--policies", policiesDir, "--audit-log", auditLog] + extraArguments
         process.standardError = errPipe
         try process.run()
+        RouterProcess.reapAtExit
+        RouterProcess.running.insert(process.processIdentifier)
         let deadline = Date().addingTimeInterval(10)
         while !FileManager.default.fileExists(atPath: runtimeDir + "/control.sock") {
             guard process.isRunning, Date() < deadline else {
@@ -159,6 +171,7 @@ final class RouterProcess {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+        RouterProcess.running.remove(process.processIdentifier)
         outer = nil
         try? FileManager.default.removeItem(atPath: (runtimeDir as NSString).deletingLastPathComponent)
     }
@@ -211,9 +224,15 @@ final class RouterProcess {
 
     /// SIGTERM, then the exit status.
     func stop() -> Int32 {
+        defer {
+            // A nested pair: the outer router goes too, once the inner one
+            // (its tenant) has stopped.
+            if let o = outer { _ = o.stop() }
+        }
         guard process.isRunning else { return process.terminationStatus }
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
+        RouterProcess.running.remove(process.processIdentifier)
         return process.terminationStatus
     }
 
