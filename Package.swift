@@ -34,6 +34,9 @@ let package = Package(
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
         // The router's sandbox: no_new_privs, capabilities, the seccomp allowlist.
         .target(name: "SluiceSandbox", dependencies: ["CSeccomp", "CCap"], resources: [.embedInCode("router.seccomp.json")]),
+        // libibverbs through pkg-config, for the router's verbs backend only
+        // (never the tenant library: that one *is* a libibverbs).
+        .systemLibrary(name: "CIBVerbs", pkgConfig: "libibverbs", providers: [.apt(["libibverbs-dev"])]),
         // C shims for the router's system calls (SCM_RIGHTS, SO_PEERCRED, fcntl).
         .target(name: "CSluiceSys"),
         // TCP and epoll shims for the fabric link and the etcd client.
@@ -52,9 +55,14 @@ let package = Package(
             // builds only; release builds (make bench, deployments) lack it.
             swiftSettings: [.define("SLUICE_TEST_HOOKS", .when(configuration: .debug))]
         ),
+        // The verbs backend: tenants' objects and work requests on a real
+        // RDMA device. A module of its own so that only sluice-router links
+        // libibverbs (the CLI, the bench and the tests' in-process tenants
+        // link the tenant library's ibv_* symbols instead).
+        .target(name: "SluiceVerbsBackend", dependencies: ["SluiceRouter", "SluiceWire", "CIBVerbs"]),
         .executableTarget(
             name: "sluice-router",
-            dependencies: ["SluiceRouter", "SluiceCluster", "SluicePolicy", "SluiceAudit", "SluiceSandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SluiceRouter", "SluiceVerbsBackend", "SluiceCluster", "SluicePolicy", "SluiceAudit", "SluiceSandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "sluice",

@@ -43,6 +43,7 @@ extension Router {
         let decision = engine.allocPD(tenant: s.tenant, current: usage[s.tenant, default: .init()].pds)
         try enforce(decision)
         let pd = ProtectionDomain()
+        try verbs?.allocPD(pd)
         pd.handle = s.pds.insert(pd)
         usage[s.tenant, default: .init()].pds += 1
         var rep = sluice_handle_rep()
@@ -54,6 +55,7 @@ extension Router {
         guard let pd = s.pds.lookup(req.handle) else { throw Refusal(EINVAL, "no protection domain \(req.handle) in this session") }
         guard pd.users == 0 else { throw Refusal(EBUSY, "protection domain \(req.handle) still has \(pd.users) MRs or QPs") }
         s.pds.remove(req.handle)
+        verbs?.deallocPD(pd)
         usage[s.tenant, default: .init()].pds -= 1
         return Reply(sluice_empty_rep(), object: "pd \(req.handle)")
     }
@@ -128,6 +130,7 @@ extension Router {
                                           pageOffset: req.page_offset, length: req.length, writable: writable)
         let mr = MemoryRegion(pd: pd, addr: req.addr, length: req.length, iova: req.iova, access: req.access,
                               mapping: mapping, pageOffset: Int(req.page_offset))
+        try verbs?.regMR(mr)
         mr.lkey = mintKey(unusedIn: s.lkeys)
         mr.rkey = mintKey(unusedIn: s.rkeys)
         mr.handle = s.mrs.insert(mr)
@@ -148,6 +151,7 @@ extension Router {
         guard let mr = s.mrs.remove(req.handle) else { throw Refusal(EINVAL, "no memory region \(req.handle) in this session") }
         // Its keys die now, for everyone: later work requests fail to resolve them.
         mr.dead = true
+        verbs?.deregMR(mr)
         s.lkeys[mr.lkey] = nil
         s.rkeys[mr.rkey] = nil
         mr.pd.users -= 1
@@ -163,6 +167,20 @@ extension Router {
         }
         let mapping = try mapTenantMemory(fd: fd, fdOffset: req.fd_offset, mapLength: req.map_length,
                                           pageOffset: req.page_offset, length: mr.length, writable: mr.writable)
+        if let verbs {
+            // The device registered the old mapping: register the new one
+            // (new real keys; the tenant's virtual ones do not change).
+            let old = (mr.mapping, mr.pageOffset, mr.real)
+            mr.mapping = mapping
+            mr.pageOffset = Int(req.page_offset)
+            do {
+                try verbs.regMR(mr)
+            } catch {
+                (mr.mapping, mr.pageOffset, mr.real) = old
+                throw error
+            }
+            if let r = old.2 { verbs.device.deregMR(r.handle) }
+        }
         mr.mapping = mapping
         mr.pageOffset = Int(req.page_offset)
         return Reply(sluice_empty_rep(), object: "mr \(req.handle)")
@@ -214,6 +232,12 @@ extension Router {
             throw error
         }
         let cq = CompletionQueue(capacity: capacity, mapping: mapping, channel: channel)
+        do {
+            try verbs?.createCQ(cq)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
         cq.handle = s.cqs.insert(cq)
         channel?.users += 1
         usage[s.tenant, default: .init()].cqs += 1
@@ -228,6 +252,7 @@ extension Router {
         guard let cq = s.cqs.lookup(req.handle) else { throw Refusal(EINVAL, "no completion queue \(req.handle) in this session") }
         guard cq.users == 0 else { throw Refusal(EBUSY, "completion queue \(req.handle) is still used by \(cq.users) QPs") }
         s.cqs.remove(req.handle)
+        verbs?.destroyCQ(cq)
         cq.channel?.users -= 1
         usage[s.tenant, default: .init()].cqs -= 1
         return Reply(sluice_empty_rep(), object: "cq \(req.handle)")
@@ -273,6 +298,12 @@ extension Router {
                            sqCapacity: sqCap, rqCapacity: rqCap, maxSendSGE: max(req.max_send_sge, 1),
                            maxRecvSGE: max(req.max_recv_sge, 1), maxInline: inlineLimit(s.tenant), sqSigAll: req.sq_sig_all != 0,
                            lane: lane, shaper: RateShaper(tenant: lane.limiter, queuePair: limits.queuePair, now: now))
+        do {
+            try verbs?.createQP(qp, sendSGE: qp.maxSendSGE, recvSGE: qp.maxRecvSGE)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
         qp.handle = s.qps.insert(qp)
         qpsByNumber[qp.qpn] = qp
         fabric.add(qp)
@@ -393,6 +424,8 @@ extension Router {
             attrs.ah = a.ah
             attrs.destQPN = a.dest_qp_num
         }
+        // The device's QP first: its refusal refuses the verb.
+        if target != qp.state { try verbs?.modifyQP(qp, to: target, attrs: attrs, peer: peer) }
         // All checks passed: commit.
         qp.attrs = attrs
         if let old = qp.peer, old !== peer, old.claimedBy === qp { old.claimedBy = nil }
@@ -468,6 +501,9 @@ extension Router {
         qp.setState(state)
         // A new state may mean work (RTS: sends posted before; ERR: a flush).
         fabric.activate(qp)
+        // The device's QP follows (a round trip to the device: after the
+        // tenant already sees the state).
+        verbs?.entered(qp, state)
     }
 
     func queryQP(_ s: Session, _ req: sluice_handle_req) throws -> Reply {

@@ -46,6 +46,8 @@ struct HandleTable<Object: AnyObject> {
 final class ProtectionDomain {
     var handle: UInt32 = 0
     var users = 0 // MRs and QPs that name it
+    /// The device's PD behind it (verbs backend only).
+    var real: RealHandle?
 }
 
 /// A registered memory region: the router's mapping of the tenant's sealed
@@ -68,6 +70,9 @@ final class MemoryRegion {
     /// Set at deregistration: any reference still held (a queued operation)
     /// must fail, never touch memory.
     var dead = false
+    /// The device's registration of `mapping` (verbs backend only): real
+    /// keys, which never leave the router.
+    var real: RealMR?
 
     init(pd: ProtectionDomain, addr: UInt64, length: UInt64, iova: UInt64, access: UInt32,
          mapping: SharedMapping, pageOffset: Int) {
@@ -119,6 +124,12 @@ final class CompletionQueue {
     var users = 0 // QPs that complete into it
     /// Router-private producer index: never read back from shared memory.
     var prod: UInt32 = 0
+    /// The device's CQ behind it (verbs backend only), and the completions
+    /// that arrived from it while the tenant's ring was full.
+    var real: RealHandle?
+    var waiting: [(cqe: sluice_cqe, solicited: Bool)] = []
+    /// The real CQ is armed: its next completion wakes the router.
+    var realArmed = false
 
     init(capacity: UInt32, mapping: SharedMapping, channel: CompletionChannel?) {
         self.capacity = capacity
@@ -243,6 +254,15 @@ final class QueuePair {
     /// Whether the tenant library hints this QP's posts (its handle has a bit
     /// in the session page); a QP without one is never retired.
     var hinted: Bool { handle >= 1 && handle <= SLUICE_POSTED_QPS }
+    /// Verbs backend only: the device's QP, the send PSN the router chose
+    /// for it, the requests posted to it and not yet completed (in order,
+    /// with whether the tenant asked for a completion), and completions the
+    /// router made itself that must wait behind those.
+    var real: RealQP?
+    var realSendPSN: UInt32 = 0
+    var inFlight: [(wrID: UInt64, signaled: Bool)] = []
+    var recvInFlight = 0
+    var behindInFlight: [sluice_cqe] = []
 
     init(qpn: UInt32, session: Session, pd: ProtectionDomain, sendCQ: CompletionQueue, recvCQ: CompletionQueue,
          mapping: SharedMapping, layout: sluice_qp_layout, sqCapacity: UInt32, rqCapacity: UInt32,

@@ -110,6 +110,7 @@ extension Router {
         for lane in fabric.allLanes {
             let limits = engine.policy(lane.tenant)?.rateLimits ?? RateLimits()
             lane.limiter.reconfigure(limits, now: now)
+            lane.heldUntil = 0
             for qp in lane.qps {
                 qp.shaper.reconfigure(queuePair: limits.queuePair, now: now)
                 if qp.stall?.kind == .throttled { qp.stall?.retryAt = now }

@@ -29,6 +29,12 @@ public struct RouterConfig {
     /// Benchmark only: no policy check and no shaping on the data path, so
     /// that their cost can be measured (`--bench-no-enforcement`).
     public var dataPathEnforcement = true
+    /// Which backend performs the verbs ("software" or "verbs") and why it
+    /// was chosen; recorded in the audit log's router.start record.
+    public var backendName = "software"
+    public var backendReason = "default"
+    /// The device of the verbs backend; nil: the software fabric.
+    public var device: RDMADevice?
 
     // Device limits reported to tenants and enforced per session.
     public var maxQP: UInt32 = 16384
@@ -67,6 +73,8 @@ public final class Router {
     let fabric = SoftwareFabric()
     /// The fabric links and directory, when the router is part of a cluster.
     var cluster: ClusterAgent?
+    /// The verbs backend, when the router runs on a device.
+    var verbs: VerbsBackend?
     private let epfd: Int32
     private let signalFD: Int32
     var listeners: [Int32: String] = [:] // listening fd -> tenant
@@ -94,7 +102,7 @@ public final class Router {
 
     // epoll tags: the kind in the top byte, an id below.
     private enum Tag: UInt64 {
-        case signal = 1, listener = 2, control = 3, session = 4, doorbell = 5, operatorConn = 6, refused = 7, cluster = 8
+        case signal = 1, listener = 2, control = 3, session = 4, doorbell = 5, operatorConn = 6, refused = 7, device = 8, cluster = 9
     }
     private static func tag(_ kind: Tag, _ id: UInt64) -> UInt64 { kind.rawValue << 56 | id }
 
@@ -102,6 +110,10 @@ public final class Router {
         self.config = config
         engine = PolicyEngine(config.policies)
         fabric.enforcement = config.dataPathEnforcement
+        if let d = config.device {
+            verbs = VerbsBackend(device: d)
+            fabric.device = verbs
+        }
         // SIGTERM, SIGINT and SIGHUP arrive as readable events, never as
         // interruptions. Blocked before any thread starts (the audit writer's
         // inherits the mask), or a signal could kill the router from there.
@@ -115,6 +127,10 @@ public final class Router {
         log = try EventLog(config.audit)
         epfd = try Sys.retrying("epoll_create1") { sluice_epoll_create() }
         try watch(signalFD, Router.tag(.signal, 0))
+        if let d = config.device {
+            try watch(d.asyncFD, Router.tag(.device, 0))
+            try watch(d.completionFD, Router.tag(.device, 1))
+        }
         try openSockets()
         if let c = config.cluster {
             let agent = try ClusterAgent(c, log: log)
@@ -210,7 +226,8 @@ public final class Router {
     /// Runs until SIGTERM or SIGINT.
     public func run() {
         log.record(event: "router.start", fields: ["runtimeDir": config.runtimeDir,
-                                                   "dataPathEnforcement": config.dataPathEnforcement ? "on" : "off (benchmark)"])
+                                                   "dataPathEnforcement": config.dataPathEnforcement ? "on" : "off (benchmark)",
+                                                   "backend": config.backendName, "backendReason": config.backendReason])
         recordPolicyLoad(event: "policy.load", engine.policies)
         var idleSince = Sys.monotonicNanos()
         var spins: UInt64 = 0
@@ -223,7 +240,7 @@ public final class Router {
             }
             if !parkedSessions.isEmpty { resumeParked(now: now) }
             if let c = cluster, let t = c.nextDeadline, now >= t { c.service(now: now) }
-            if fabric.pollOnce(now: now, router: self) {
+            if pollDataPath(now: now) {
                 idleSince = now
                 spins &+= 1
                 if spins % 256 == 0 { serviceEvents(timeoutMillis: 0) }
@@ -238,7 +255,7 @@ public final class Router {
             // with the announcement is either seen here or rings the doorbell.
             for s in fabric.sessionList { s.setRouterAsleep(true) }
             sluice_fence()
-            if fabric.pollOnce(now: Sys.monotonicNanos(), router: self) {
+            if pollDataPath(now: Sys.monotonicNanos()) {
                 for s in fabric.sessionList { s.setRouterAsleep(false) }
                 idleSince = Sys.monotonicNanos()
                 continue
@@ -247,6 +264,13 @@ public final class Router {
             var wake = fabric.nextDeadline()
             if let p = nextParkedDeadline { wake = min(wake ?? p, p) }
             if let c = cluster?.nextDeadline { wake = min(wake ?? c, c) }
+            // The device's completions wake the router through its armed
+            // CQs; while it holds requests, look anyway every 100 ms, in
+            // case a device loses an event.
+            if let v = verbs, v.busy {
+                let soon = Sys.monotonicNanos() + 100_000_000
+                wake = min(wake ?? soon, soon)
+            }
             if fabric.sessionList.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
             if let deadline = wake {
                 let t = Sys.monotonicNanos()
@@ -285,6 +309,15 @@ public final class Router {
                 answerRefused(Int32(id))
             case .cluster:
                 serviceCluster(id, now: Sys.monotonicNanos())
+            case .device:
+                guard let v = verbs else { break }
+                if id == 1 {
+                    v.serviceCompletionEvents()
+                } else if !v.serviceAsyncEvents(router: self) {
+                    // A device that failed stays readable (EOF): stop watching it.
+                    unwatch(v.device.asyncFD)
+                    unwatch(v.device.completionFD)
+                }
             case .none:
                 break
             }
@@ -434,7 +467,12 @@ public final class Router {
         held.mrs -= s.mrs.count
         for mr in s.mrs.all {
             mr.dead = true
+            verbs?.deregMR(mr)
             held.registeredBytes -= mr.length
+        }
+        if let verbs {
+            for cq in s.cqs.all { verbs.destroyCQ(cq) }
+            for pd in s.pds.all { verbs.deallocPD(pd) }
         }
         usage[s.tenant] = held
         s.lkeys.removeAll()
@@ -490,6 +528,7 @@ public final class Router {
         s.qps.remove(qp.handle)
         qpsByNumber[qp.qpn] = nil
         fabric.remove(qp)
+        verbs?.destroyQP(qp)
         qp.pd.users -= 1
         qp.sendCQ.users -= 1
         qp.recvCQ.users -= 1
@@ -734,6 +773,9 @@ public final class Router {
             // The mode applied and the kernel's Seccomp, NoNewPrivs and Cap* fields.
             "sandbox": Sandbox.statusObject(),
             "cluster": cluster?.status() ?? NSNull(),
+            // Which backend performs the verbs, and why it was chosen.
+            "backend": ["name": config.backendName, "reason": config.backendReason,
+                        "device": config.device?.name ?? "", "deviceLost": verbs?.lost ?? ""],
         ]
         let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
         return Array(data)

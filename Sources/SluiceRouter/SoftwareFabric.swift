@@ -24,6 +24,10 @@ final class TenantLane {
     /// credit ran out in the middle of it: the next pass resumes there, so
     /// a lane's time goes to its work, not to laps over its idle QPs.
     var carry = 0
+    /// The tenant's buckets hold every request until then (0: not held).
+    /// The poller skips the lane until that time instead of trying each of
+    /// its QPs against the same empty bucket on every pass.
+    var heldUntil: UInt64 = 0
     /// Admitted by the shaper (all time).
     var bytesMoved: UInt64 = 0
     var requests: UInt64 = 0
@@ -81,6 +85,15 @@ final class SoftwareFabric {
     private let clock = CycleClock.shared
     private let quantumTicks: Int64
     private let visitCapTicks: Int64
+    /// Verbs backend: the same local and receive buffers as the device sees
+    /// them (router addresses and real lkeys), built beside `src`/`dst`.
+    private var realLocal: [RealSGE] = []
+    private var realRecv: [RealSGE] = []
+    /// Set (to the router's verbs backend) when a device moves the bytes:
+    /// every check below still runs here first, then the device executes.
+    /// Strong (a weak reference costs a load through a side table on
+    /// every request); the router owns both for its whole life.
+    var device: VerbsBackend?
     /// Benchmark only (`--bench-no-enforcement`): no policy check, no
     /// shaping. Keys, bounds and access flags are still checked: they keep
     /// the router's own memory safe, and are not optional.
@@ -155,6 +168,9 @@ final class SoftwareFabric {
     /// Puts a QP in its lane's active list (a hint, a state change, a new QP).
     func activate(_ qp: QueuePair) {
         qp.idleSince = 0
+        // A state change (a flush to do) must not wait out the tenant's
+        // buckets; a new post costs one more refused try at most.
+        qp.lane.heldUntil = 0
         guard !qp.active, !qp.destroyed, positions[ObjectIdentifier(qp)] != nil else { return }
         qp.active = true
         qp.lane.active.append(qp)
@@ -244,7 +260,7 @@ final class SoftwareFabric {
         var worked = false
         for i in 0..<n {
             let lane = lanes[(laneStart &+ i) % n]
-            if lane.active.isEmpty { continue }
+            if lane.active.isEmpty || lane.heldUntil > now { continue }
             // One quantum per pass; unused credit does not pile up, debt
             // (a request that took longer than the credit) is kept.
             lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
@@ -282,6 +298,7 @@ final class SoftwareFabric {
         var i = lane.cursor
         lane.credit.start(CycleClock.now())
         while idle < lane.active.count {
+            if lane.heldUntil > now { break }
             if lane.credit.exhausted {
                 // Out of credit with work left: the next pass goes on.
                 worked = true
@@ -391,6 +408,7 @@ final class SoftwareFabric {
             case .wait(let s):
                 qp.held = wqe
                 qp.stall = s
+                if s.kind == .throttled && qp.shaper.tenantWide { lane.heldUntil = s.retryAt }
                 return did
             case .progressed:
                 // Part of a long request is done: the rest is this QP's
@@ -428,6 +446,8 @@ final class SoftwareFabric {
         // Local side: inline bytes or gather/scatter list, all in the QP's own PD.
         src.removeAll(keepingCapacity: true)
         dst.removeAll(keepingCapacity: true)
+        realLocal.removeAll(keepingCapacity: true)
+        realRecv.removeAll(keepingCapacity: true)
         var total: UInt64 = 0
         if w.send_flags & UInt32(SLUICE_SEND_INLINE) != 0 {
             guard !isRead else { return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "inline", "inline data on an RDMA READ or atomic") }
@@ -462,6 +482,7 @@ final class SoftwareFabric {
                 } else {
                     src.append((UnsafeRawPointer(p), Int(sge.length)))
                 }
+                if device != nil { realLocal.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: mr.real?.lkey ?? 0)) }
                 total += UInt64(sge.length)
             }
             guard total <= 1 << 31 else {
@@ -528,11 +549,16 @@ final class SoftwareFabric {
                                           wcOpcode, router, "lkey", "receive lkey 0x\(String(sge.lkey, radix: 16)) does not cover its buffer")
                 }
                 dst.append((p, Int(sge.length)))
+                if device != nil { realRecv.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: mr.real?.lkey ?? 0)) }
                 room += UInt64(sge.length)
             }
             guard room >= total else {
                 return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_LEN_ERR), remote: UInt32(SLUICE_WC_REM_INV_REQ_ERR),
                                       wcOpcode, router, "length", "message of \(total) bytes does not fit the \(room)-byte receive buffers")
+            }
+            if let device {
+                return onDevice(device, qp, peer, w, wcOpcode, recv: r, local: realLocal, inline: inlineSGE(w), receive: realRecv,
+                                   remote: nil, now: now, router: router)
             }
             if copyPiece(qp, total) == nil { return .progressed }
         } else if !isSend {
@@ -571,6 +597,14 @@ final class SoftwareFabric {
                         return fail(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, router, "atomic.alignment",
                                     "atomic target is not 8-byte aligned in the region's memory")
                     }
+                }
+                if let device {
+                    // The device's rkey for the router's own mapping, at the
+                    // router's address of the checked range.
+                    return onDevice(device, qp, peer, w, wcOpcode, recv: recv, local: realLocal, inline: inlineSGE(w), receive: [],
+                                       remote: (UInt64(UInt(bitPattern: p)), mr.real?.rkey ?? 0), now: now, router: router)
+                }
+                if isAtomic {
                     let word = p.assumingMemoryBound(to: UInt64.self)
                     let old = w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
                         ? sluice_atomic_fetch_add64(word, w.compare_add)
@@ -588,6 +622,12 @@ final class SoftwareFabric {
                     if copyPiece(qp, total) == nil { return .progressed }
                 }
             }
+        }
+        if let device {
+            // Nothing to move (a zero-byte WRITE or WRITE_WITH_IMM): the
+            // device still carries it, and any immediate data.
+            return onDevice(device, qp, peer, w, wcOpcode, recv: recv, local: realLocal, inline: inlineSGE(w), receive: [],
+                               remote: (0, 0), now: now, router: router)
         }
 
         qp.consumeSend()
@@ -627,6 +667,31 @@ final class SoftwareFabric {
         return fail(qp, w, UInt32(status), opcode, router, decision.rule, Router.reason(decision))
     }
 
+    /// Hands a checked, translated request to the device. Posted, it has
+    /// left the send queue (and the receive it consumes, the peer's receive
+    /// queue); its completion comes from the device.
+    private func onDevice(_ device: VerbsBackend, _ qp: QueuePair, _ peer: QueuePair, _ w: sluice_send_wqe, _ wcOpcode: UInt32,
+                          recv: sluice_recv_wqe?, local: [RealSGE], inline: RealSGE?, receive: [RealSGE],
+                          remote: (UInt64, UInt32)?, now: UInt64, router: Router) -> Outcome {
+        switch device.post(qp, peer, w, recv: recv, local: local, inline: inline, receive: receive, remote: remote) {
+        case .posted:
+            qp.consumeSend()
+            if recv != nil { peer.consumeRecv() }
+            return .completed
+        case .busy:
+            return .wait(Stall(kind: .completionQueueFull, retryAt: now + 20_000, retriesLeft: -1))
+        case .refused(let reason):
+            return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "device", reason)
+        }
+    }
+
+    /// Inline data for the device: the copy in the router's scratch buffer
+    /// (the device copies it at post time, so the buffer is free after).
+    private func inlineSGE(_ w: sluice_send_wqe) -> RealSGE? {
+        guard w.send_flags & UInt32(SLUICE_SEND_INLINE) != 0 else { return nil }
+        return RealSGE(address: UInt64(UInt(bitPattern: inlineScratch)), length: w.inline_len, lkey: 0)
+    }
+
     private func requesterCQE(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32, _ len: UInt32) -> sluice_cqe {
         var c = sluice_cqe()
         c.wr_id = w.wr_id
@@ -644,7 +709,14 @@ final class SoftwareFabric {
         // Recorded before the tenant can see the completion.
         router.denyDataPath(qp, reason, rule: rule)
         qp.consumeSend()
-        qp.sendCQ.push(requesterCQE(qp, w, status, opcode, 0), solicited: false)
+        let cqe = requesterCQE(qp, w, status, opcode, 0)
+        if !qp.inFlight.isEmpty {
+            // Requests before it are still on the device: completions keep
+            // the order of the send queue.
+            qp.behindInFlight.append(cqe)
+        } else {
+            qp.sendCQ.push(cqe, solicited: false)
+        }
         qp.held = nil
         qp.stall = nil
         qp.paid = false
@@ -769,7 +841,10 @@ final class SoftwareFabric {
     /// A QP in ERR completes everything posted with a flush error.
     private func flush(_ qp: QueuePair) -> Bool {
         var did = false
-        if let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity), n > 0 {
+        // On the verbs backend, what the device still holds completes (as a
+        // flush) first; the ring's rest follows in order.
+        let deviceHoldsSends = !qp.inFlight.isEmpty || !qp.behindInFlight.isEmpty
+        if !deviceHoldsSends, let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity), n > 0 {
             for _ in 0..<min(Int(n), 64) {
                 guard qp.sendCQ.space >= 1 else { break }
                 let w = qp.copySendWQE(qp.sqCons)
@@ -778,7 +853,7 @@ final class SoftwareFabric {
                 did = true
             }
         }
-        if let n = qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity), n > 0 {
+        if qp.recvInFlight == 0, let n = qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity), n > 0 {
             for _ in 0..<min(Int(n), 64) {
                 guard qp.recvCQ.space >= 1 else { break }
                 let r = qp.copyRecvWQE(qp.rqCons)

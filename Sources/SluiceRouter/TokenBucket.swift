@@ -333,6 +333,9 @@ struct RateShaper {
     private(set) var counters = ShaperCounters()
     /// When the request being held back was first refused.
     private(set) var waitingSince: UInt64?
+    /// The last refusal came from the tenant's buckets, which every QP of
+    /// the tenant shares: none of them can go before that wait is over.
+    private(set) var tenantWide = false
 
     init(tenant: TenantRateLimiter, queuePair limit: RateLimit?, now: UInt64) {
         self.tenant = tenant
@@ -362,7 +365,9 @@ struct RateShaper {
         var shared = tenant.buckets
         shared.refill(now: now)
         queuePair.refill(now: now)
-        let wait = max(shared.wait(bytes: byteCost, now: now), queuePair.wait(bytes: byteCost, now: now))
+        let tenantWait = shared.wait(bytes: byteCost, now: now)
+        let wait = max(tenantWait, queuePair.wait(bytes: byteCost, now: now))
+        tenantWide = tenantWait > 0 && tenantWait == wait
         if wait > 0 {
             if waitingSince == nil {
                 waitingSince = now

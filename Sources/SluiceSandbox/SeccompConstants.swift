@@ -31,6 +31,10 @@ enum SeccompConstants {
             "F_ADD_SEALS": 1033, "F_GET_SEALS": 1034, // <linux/fcntl.h>
             // <asm-generic/ioctls.h>
             "TCGETS": 0x5401, "TIOCSTI": 0x5412, "FIONREAD": 0x541B, "FIONBIO": 0x5421,
+            // <rdma/rdma_user_ioctl_cmds.h>: _IOWR(0x1b, 1, struct ib_uverbs_ioctl_hdr), 24 bytes
+            "RDMA_VERBS_IOCTL": 0xc018_1b01,
+            // <sys/socket.h>
+            "MSG_DONTWAIT": 0x40, "MSG_NOSIGNAL": 0x4000, "SHUT_RDWR": 2,
             // <linux/sched.h>
             "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400, "CLONE_SIGHAND": 0x800,
             "CLONE_VFORK": 0x4000, "CLONE_THREAD": 0x10000, "CLONE_NEWNS": 0x20000,

@@ -11,6 +11,14 @@
  * Registry invariant: backings are disjoint page ranges; each lists the MRs
  * that use its memfd. Lock order: backing_lock, then a context's ctl_lock.
  *
+ * One exception: pages that already are a MAP_SHARED mapping of a memfd
+ * sealed against shrinking and growing, which this process holds open, are
+ * registered in place with that memfd and its offset (see
+ * shared_memfd_window()). Re-backing them would silently end the sharing
+ * with whoever else maps the memfd: this is what a Sluice router on the
+ * verbs backend, itself a tenant of another router, registers (its mapping
+ * of its own tenant's memory).
+ *
  * Known limits, inherent in re-backing: a store another thread makes to the
  * covered pages in the instant between their copy and their re-mapping is
  * lost (see rebase_pages()), and so is an RDMA write the router lands in an
@@ -22,8 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -353,13 +364,95 @@ static int reg_in_new_backing(struct sluice_backing **old, struct sluice_mr *smr
 	return err;
 }
 
+/* --- memory that already is a sealed, shared memfd ------------------------ */
+
+/* The fd (one this process holds open) of the sealed memfd that [start, end)
+ * is a single MAP_SHARED mapping of, the offset in it of `start`, and the
+ * mapping's protection; ENOENT when the range is anything else.
+ *
+ * /proc/self/maps names the mapping's device, inode and file offset; an
+ * entry of /proc/self/fd with the same st_dev and st_ino is the memfd. The
+ * seals are checked here only to choose this path (the router checks them
+ * again: it trusts nothing the library says). A memfd this process mapped
+ * but no longer holds open cannot be sent, and falls back to re-backing,
+ * which refuses foreign shared mappings as before. */
+static int shared_memfd_window(uintptr_t start, uintptr_t end, int *fd_out,
+			       uint64_t *offset_out, int *prot_out)
+{
+	unsigned long lo = 0, hi = 0, long_offset = 0, ino = 0;
+	unsigned int maj = 0, min = 0;
+	char perms[5] = "", *line = NULL;
+	int found = 0, fd = -1, path_at = 0;
+	size_t cap = 0;
+	struct dirent *e;
+	FILE *maps;
+	DIR *dir;
+
+	maps = fopen("/proc/self/maps", "re");
+	if (!maps)
+		return ENOENT;
+	while (getline(&line, &cap, maps) > 0) {
+		if (sscanf(line, "%lx-%lx %4s %lx %x:%x %lu %n", &lo, &hi, perms,
+			   &long_offset, &maj, &min, &ino, &path_at) < 7)
+			continue;
+		if (lo <= start && start < hi) {
+			found = end <= hi && perms[0] == 'r' && perms[3] == 's' &&
+				strncmp(line + path_at, "/memfd:", 7) == 0;
+			break;
+		}
+	}
+	free(line);
+	fclose(maps);
+	if (!found)
+		return ENOENT;
+	dir = opendir("/proc/self/fd");
+	if (!dir)
+		return ENOENT;
+	while ((e = readdir(dir)) != NULL) {
+		struct stat st;
+		int candidate = atoi(e->d_name), seals;
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9' || candidate == dirfd(dir))
+			continue;
+		if (fstat(candidate, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != ino ||
+		    major(st.st_dev) != maj || minor(st.st_dev) != min)
+			continue;
+		seals = fcntl(candidate, F_GET_SEALS);
+		if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+			continue;
+		fd = candidate;
+		break;
+	}
+	closedir(dir);
+	if (fd < 0)
+		return ENOENT;
+	*fd_out = fd;
+	*offset_out = (uint64_t)long_offset + (start - lo);
+	*prot_out = PROT_READ | (perms[1] == 'w' ? PROT_WRITE : 0);
+	return 0;
+}
+
+/* Registers smr in place over a sealed memfd it already is a mapping of: no
+ * copy, no re-backing, no entry in the backing registry (nothing here
+ * replaces those pages, and deregistration has nothing to release). */
+static int reg_in_shared_memfd(struct sluice_mr *smr, unsigned int access, uint64_t iova,
+			       int fd, uint64_t fd_offset, int prot)
+{
+	int err = check_writable(prot, access);
+
+	if (!err)
+		err = send_reg_mr(smr, access, iova, fd, fd_offset);
+	return err;
+}
+
 static struct ibv_mr *reg_mr(struct ibv_pd *pd, void *addr, size_t length,
 			     uint64_t iova, unsigned int access)
 {
 	uintptr_t a = (uintptr_t)addr, psz = page_size(), first, last;
 	struct sluice_backing *overlap = NULL, **pp;
 	struct sluice_mr *smr;
-	int err;
+	uint64_t shared_offset = 0;
+	int err, shared_fd = -1, shared_prot = 0;
 
 	if (!pd || !addr || length == 0 || a + length < a) {
 		errno = EINVAL;
@@ -408,6 +501,9 @@ static struct ibv_mr *reg_mr(struct ibv_pd *pd, void *addr, size_t length,
 	}
 	if (overlap && !overlap->next && overlap->start <= first && last <= overlap->end) {
 		err = reg_in_backing(overlap, smr, access, iova);
+	} else if (!overlap && shared_memfd_window(first, last, &shared_fd, &shared_offset,
+						   &shared_prot) == 0) {
+		err = reg_in_shared_memfd(smr, access, iova, shared_fd, shared_offset, shared_prot);
 	} else {
 		err = reg_in_new_backing(&overlap, smr, access, iova);
 	}

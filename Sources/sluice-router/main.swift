@@ -5,8 +5,10 @@ import SluiceCluster
 import SluicePolicy
 import SluiceRouter
 import SluiceSandbox
+import SluiceVerbsBackend
 
 extension SandboxMode: ExpressibleByArgument {}
+extension BackendRequest: ExpressibleByArgument {}
 
 struct SluiceRouterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,6 +30,15 @@ struct SluiceRouterCommand: ParsableCommand {
             allowlist (--print-seccomp shows it). Under --sandbox enforce a call \
             outside it is named on stderr and kills the router with SIGSYS; if the \
             sandbox cannot be applied the router refuses to serve.
+
+            Backends: `software` is Sluice's own fabric (memory-to-memory on this \
+            host, no device needed); `verbs` performs tenants' verbs on an RDMA \
+            device through libibverbs (--device NAME, or the first device listed), \
+            and the router refuses to start if that device is missing or its port \
+            is not active; `auto` (the default) uses a usable device if there is \
+            one and the software fabric otherwise. The router logs which one it \
+            chose and why, and records it in the audit log (router.start). \
+            Policies, virtual keys, bounds checks and shaping are the same on both.
 
             Many hosts: with --cluster-key the router joins a cluster of routers. \
             It finds them in the cluster directory — a YAML file every router \
@@ -70,6 +81,12 @@ struct SluiceRouterCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("enforce: a syscall outside the allowlist kills the router (default); log: the kernel's audit log records it and it runs; off: no sandbox (development only).", valueName: "mode"))
     var sandbox: SandboxMode = .enforce
+
+    @Option(help: ArgumentHelp("software: the built-in software fabric; verbs: an RDMA device through libibverbs; auto: verbs if a usable device exists, else software (logged, with the reason).", valueName: "software|verbs|auto"))
+    var backend: BackendRequest = .auto
+
+    @Option(help: ArgumentHelp("The RDMA device for --backend verbs or auto (as ibv_devices names it). Default: the first device libibverbs lists.", valueName: "name"))
+    var device: String?
 
     @Option(help: ArgumentHelp("Switch to this user (and its group, no supplementary groups) once the sockets and the audit log are open.", valueName: "name"))
     var user: String?
@@ -153,6 +170,20 @@ struct SluiceRouterCommand: ParsableCommand {
             config.dataPathEnforcement = false
             FileHandle.standardError.write("sluice-router: --bench-no-enforcement: the data path skips policy and shaping (benchmark only)\n".data(using: .utf8)!)
         }
+        // The device is opened now, while the router still has its privileges.
+        let selection: BackendSelection
+        // Between hosts only the software fabric carries RC traffic: a
+        // cluster router picks it under auto, and refuses a device.
+        if config.cluster != nil && backend == .verbs {
+            fail("--cluster-key needs the software backend: RC between routers runs over the fabric link, not a NIC (yet)")
+        }
+        switch BackendSelection.select(config.cluster != nil ? .software : backend, device: device) {
+        case .success(let s): selection = s
+        case .failure(let e): fail("\(e)")
+        }
+        config.backendName = selection.name
+        config.backendReason = selection.reason
+        if case .verbs(let device, _) = selection { config.device = device }
         let router: Router
         do {
             router = try Router(config: config)
@@ -162,12 +193,17 @@ struct SluiceRouterCommand: ParsableCommand {
         // Everything that needs privilege is open (sockets, audit log, its
         // writer thread); from here on the router runs confined.
         do {
-            let report = try Sandbox.apply(.init(mode: sandbox, user: user, features: config.cluster == nil ? [] : ["multiHost"]))
+            // The software fabric's allowlist is the base; the verbs backend
+            // adds its device's calls only, a cluster router its sockets
+            // (router.seccomp.json, features).
+            let features = selection.sandboxFeatures.union(config.cluster == nil ? [] : ["multiHost"])
+            let report = try Sandbox.apply(Sandbox.Options(mode: sandbox, user: user, features: features))
             FileHandle.standardError.write("sluice-router: \(report)\n".data(using: .utf8)!)
             router.recordSandbox(mode: "\(sandbox)", "\(report)")
         } catch {
             fail("refusing to serve: \(error)")
         }
+        FileHandle.standardError.write("sluice-router: \(selection.logLine)\n".data(using: .utf8)!)
         FileHandle.standardError.write("sluice-router: serving \(set.names.joined(separator: ", ")) in \(runtimeDir)\n".data(using: .utf8)!)
         router.run()
         FileHandle.standardError.write("sluice-router: stopped\n".data(using: .utf8)!)

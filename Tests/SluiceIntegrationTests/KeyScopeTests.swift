@@ -18,7 +18,7 @@ final class KeyScopeTests: XCTestCase {
 
     func testFetchAddAndCompareSwapReturnTheOriginalValue() throws {
         let router = try RouterProcess(tenants: ["alpha"])
-        defer { XCTAssertEqual(router.stop(), 0) }
+        defer { XCTAssertEqual(router.stop(), 0, router.stderrText()) }
         let a = try VerbsEndpoint(socket: router.socket("alpha")), b = try VerbsEndpoint(socket: router.socket("alpha"))
         var attr = ibv_device_attr()
         XCTAssertEqual(ibv_query_device(a.context, &attr), 0)

@@ -48,11 +48,48 @@ enum Paths {
 }
 
 /// A real sluice-router process with its own runtime and policy directories.
+///
+/// With SLUICE_TEST_NESTED=1 in the environment (NestedRouterTests runs
+/// whole test classes that way) every router a test starts is nested: an
+/// outer router on the software fabric, and this one, on the verbs backend
+/// over the outer one's device `sluice0`, as the outer's tenant `inner`
+/// (libsluice-verbs.so preloaded). Tests then talk to the inner router
+/// exactly as they would to a router on a NIC.
 final class RouterProcess {
     let runtimeDir: String
     let policiesDir: String
     let process = Process()
     private let errPipe = Pipe()
+    /// The router this one is a tenant of, when nested.
+    private(set) var outer: RouterProcess?
+
+    static var nested: Bool { ProcessInfo.processInfo.environment["SLUICE_TEST_NESTED"] == "1" }
+
+    /// Routers still running, killed when the test process exits: XCTest
+    /// keeps test case instances (and so their routers) alive to the end,
+    /// and a nested pair's outer router would otherwise outlive the run.
+    nonisolated(unsafe) private static var running: Set<Int32> = []
+    private static let reapAtExit: Void = {
+        atexit {
+            for pid in RouterProcess.running { kill(pid, SIGKILL) }
+        }
+    }()
+
+    /// The outer router's policy for the inner router: everything, and
+    /// quotas generous enough for every tenant the inner one serves.
+    static func innerTenantPolicy(extra: String = "") -> String {
+        permissive("inner", extra: extra)
+    }
+
+    /// The inner router's arguments and environment, given its outer router.
+    static func innerArguments(outer: RouterProcess) -> (arguments: [String], environment: [String: String]) {
+        var env = ProcessInfo.processInfo.environment
+        env["LD_PRELOAD"] = Paths.verbsLibrary
+        env["SLUICE_SOCKET"] = outer.socket("inner")
+        env["SLUICE_TEST_NESTED"] = nil
+        // Sandboxed as in production (enforce), with the nestedVerbs feature.
+        return (["--backend", "verbs", "--device", "sluice0"], env)
+    }
 
     /// A policy that lets a tenant do everything with its own QPs (and
     /// nothing across tenants), plus whatever `extra` YAML adds under spec.
@@ -83,8 +120,21 @@ final class RouterProcess {
         try self.init(policies: policies)
     }
 
-    /// `launcher` runs the router through another program (`ip netns exec NS`).
-    init(policies: [String: String], extraArguments: [String] = [], launcher: [String] = []) throws {
+    /// `launcher` runs the router through another program (`ip netns exec NS`);
+    /// such a router is never nested (an outer router would sit outside its namespace).
+    init(policies: [String: String], extraArguments: [String] = [], environment: [String: String]? = nil,
+         nested: Bool = RouterProcess.nested, outerPolicy: String = RouterProcess.innerTenantPolicy(),
+         launcher: [String] = []) throws {
+        var extraArguments = extraArguments
+        if nested && launcher.isEmpty {
+            let o = try RouterProcess(policies: ["inner": outerPolicy], nested: false)
+            let (args, env) = RouterProcess.innerArguments(outer: o)
+            outer = o
+            extraArguments = args + extraArguments
+            process.environment = env
+        } else if let environment {
+            process.environment = environment
+        }
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-test-\(UUID().uuidString.prefix(8))")
         runtimeDir = base.appendingPathComponent("run").path
         policiesDir = base.appendingPathComponent("policies").path
@@ -97,12 +147,26 @@ final class RouterProcess {
         process.arguments = Array(argv.dropFirst())
         process.standardError = errPipe
         try process.run()
+        RouterProcess.reapAtExit
+        RouterProcess.running.insert(process.processIdentifier)
         let deadline = Date().addingTimeInterval(10)
         while !FileManager.default.fileExists(atPath: runtimeDir + "/control.sock") {
             guard process.isRunning, Date() < deadline else {
                 throw NSError(domain: "sluice-test", code: 1, userInfo: [NSLocalizedDescriptionKey: "router did not start: \(stderrText())"])
             }
             usleep(20_000)
+        }
+        if outer != nil {
+            // Nested must mean nested: the inner router runs on the verbs backend.
+            let deadline = Date().addingTimeInterval(5)
+            var start: [String: Any]?
+            while start == nil && Date() < deadline {
+                start = auditRecords().first { ($0["event"] as? String) == "router.start" }
+            }
+            let backend = (start?["fields"] as? [String: Any])?["backend"] as? String
+            guard backend == "verbs" else {
+                throw NSError(domain: "sluice-test", code: 2, userInfo: [NSLocalizedDescriptionKey: "the inner router is not on the verbs backend: \(start ?? [:])"])
+            }
         }
     }
 
@@ -111,6 +175,8 @@ final class RouterProcess {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+        RouterProcess.running.remove(process.processIdentifier)
+        outer = nil
         try? FileManager.default.removeItem(atPath: (runtimeDir as NSString).deletingLastPathComponent)
     }
 
@@ -162,9 +228,15 @@ final class RouterProcess {
 
     /// SIGTERM, then the exit status.
     func stop() -> Int32 {
+        defer {
+            // A nested pair: the outer router goes too, once the inner one
+            // (its tenant) has stopped.
+            if let o = outer { _ = o.stop() }
+        }
         guard process.isRunning else { return process.terminationStatus }
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
+        RouterProcess.running.remove(process.processIdentifier)
         return process.terminationStatus
     }
 

@@ -314,6 +314,7 @@ final class TokenBucketTests: XCTestCase {
         // The QP's byte bucket lacks 100 bytes: 200 ms at 500 B/s. Nothing is
         // charged, though the tenant's buckets had room.
         XCTAssertEqual(qp.admit(bytes: 200, now: 0), 200 * ms)
+        XCTAssertFalse(qp.tenantWide, "the QP's own bucket held it: the tenant's other QPs may go")
         XCTAssertEqual(tenant.buckets.bytes?.tokens, 600)
         XCTAssertEqual(tenant.buckets.operations?.tokens, 1)
         XCTAssertEqual(qp.queuePair.bytes?.tokens, 100)
@@ -332,8 +333,10 @@ final class TokenBucketTests: XCTestCase {
         XCTAssertEqual(tenant.buckets.operations?.tokens, 0)
         XCTAssertEqual(qp2.queuePair.bytes?.tokens, 436)
         XCTAssertEqual(qp2.admit(bytes: 0, now: 200 * ms), 100 * ms, "the tenant's operations: 100 ms at 10/s")
+        XCTAssertTrue(qp2.tenantWide, "the tenant's bucket held it: no QP of the tenant can go before")
         // Two buckets short: the wait is the longer one (64 bytes at 500 B/s).
         XCTAssertEqual(qp.admit(bytes: 0, now: 200 * ms), 128 * ms)
+        XCTAssertFalse(qp.tenantWide, "the longer wait is the QP's own")
         XCTAssertEqual(qp.admit(bytes: 0, now: 328 * ms), 0)
         XCTAssertEqual(qp2.admit(bytes: 0, now: 328 * ms), 72 * ms, "qp took the operation due at 300 ms")
         XCTAssertEqual(qp2.admit(bytes: 0, now: 400 * ms), 0)

@@ -59,7 +59,8 @@ enum ChildScenarios {
         var o = options(env)
         o.defaultActionOverride = .errno(refusalErrno)
         let arena = ProbeArena()
-        let probes = ProbeCatalog.make(arena, multiHost: o.features.contains("multiHost"))
+        let probes = ProbeCatalog.make(arena, multiHost: o.features.contains("multiHost"), verbsDevice: o.features.contains("verbsDevice"),
+                                       nestedVerbs: o.features.contains("nestedVerbs"))
         let numbers = probes.map { RawSyscall.number($0.syscall) }
         let policy = try! SeccompPolicy.embedded()
         let listed = Set(policy.syscalls.map { RawSyscall.number($0.name) })

@@ -15,11 +15,10 @@ final class FilterMatchesDataFileTests: XCTestCase {
     /// The probe catalog and the data file name the same syscalls: adding a
     /// syscall, a pinned argument or a forbidden entry without a probe fails here.
     func testEveryEntryOfTheFileHasProbes() {
-        // A syscall only a feature allows (connect, setsockopt) is tried
-        // allowed in the feature's catalog.
-        let probes = ProbeCatalog.make(ProbeArena(), multiHost: false)
-        let withFeatures = ProbeCatalog.make(ProbeArena(), multiHost: true)
-        let allowedProbes = Set((probes + withFeatures).filter { $0.expect != .refused }.map(\.syscall))
+        // Every feature on: a feature-gated syscall (connect, setsockopt:
+        // multiHost; sendto, poll: nestedVerbs) must have a probe it allows.
+        let probes = ProbeCatalog.make(ProbeArena(), multiHost: true, verbsDevice: true, nestedVerbs: true)
+        let allowedProbes = Set(probes.filter { $0.expect != .refused }.map(\.syscall))
         let refusedProbes = Set(probes.filter { $0.expect == .refused }.map(\.syscall))
         for sc in policy.syscalls {
             XCTAssert(allowedProbes.contains(sc.name), "\(sc.name) is allowed by the file but no probe tries it")
@@ -49,10 +48,24 @@ final class FilterMatchesDataFileTests: XCTestCase {
         XCTAssertNotEqual(inet.first?[3], String(refusalErrno), "with multiHost, socket(AF_INET) is allowed")
     }
 
-    private func check(_ run: ChildRun, multiHost: Bool, file: StaticString = #filePath, line: UInt = #line) {
+    /// The verbs backend's features add the uverbs ioctl, and the nested
+    /// library's doorbell send and liveness poll; nothing else changes.
+    func testTheVerbsFeaturesAddTheirCallsOnly() throws {
+        let run = try ChildRun.run("probe", environment: ["SLUICE_SANDBOX_FEATURES": "verbsDevice,nestedVerbs"])
+        check(run, multiHost: false, verbsDevice: true, nestedVerbs: true)
+        for (sc, label) in [("ioctl", "RDMA_VERBS_IOCTL on fd -1 (verbsDevice)"), ("sendto", "MSG_NOSIGNAL|MSG_DONTWAIT on fd -1 (nestedVerbs)"),
+                            ("poll", "no fds, timeout 0 (nestedVerbs)")] {
+            let r = run.values("probe").filter { $0[0] == sc && $0[1] == label }
+            XCTAssertEqual(r.count, 1)
+            XCTAssertNotEqual(r.first?[3], String(refusalErrno), "\(sc) is allowed with the verbs features")
+        }
+    }
+
+    private func check(_ run: ChildRun, multiHost: Bool, verbsDevice: Bool = false, nestedVerbs: Bool = false,
+                       file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(run.exitStatus, 0, "the child must end normally (exit_group allowed): \(run.summary)", file: file, line: line)
         XCTAssert(run.values("error").isEmpty, "\(run.values("error"))", file: file, line: line)
-        let expected = ProbeCatalog.make(ProbeArena(), multiHost: multiHost)
+        let expected = ProbeCatalog.make(ProbeArena(), multiHost: multiHost, verbsDevice: verbsDevice, nestedVerbs: nestedVerbs)
         let results = run.values("probe")
         XCTAssertEqual(results.count, expected.count, "every probe reports: \(run.summary)", file: file, line: line)
         for (probe, result) in zip(expected, results) {

@@ -48,7 +48,7 @@ private let closeResult: (Int) -> Void = { fd in if fd >= 0 { close(Int32(fd)) }
 /// would fail harmlessly if it ran. `FilterMatchesDataFileTests` checks this
 /// catalog against the file, so a new entry without probes fails the tests.
 enum ProbeCatalog {
-    static func make(_ a: ProbeArena, multiHost: Bool) -> [Probe] {
+    static func make(_ a: ProbeArena, multiHost: Bool, verbsDevice: Bool = false, nestedVerbs: Bool = false) -> [Probe] {
         let buf = a.buffer(), buf2 = a.buffer(), fds = a.buffer(), len = a.buffer()
         UnsafeMutableRawPointer(bitPattern: len)!.storeBytes(of: UInt32(12), as: UInt32.self)
         let missing = a.string("/nonexistent-sluice-probe/file")
@@ -72,6 +72,8 @@ enum ProbeCatalog {
         let afUnix = 1, afInet = 2, afInet6 = 10, afNetlink = 16, afPacket = 17
         let cloneThread = 0x10000, cloneSighand = 0x800, cloneVfork = 0x4000, cloneNewuser = 0x1000_0000, cloneNewns = 0x20000
         let inetOutcome: Probe.Expect = multiHost ? .allowed : .refused
+        let deviceOutcome: Probe.Expect = verbsDevice ? .allowed : .refused
+        let nestedOutcome: Probe.Expect = nestedVerbs ? .allowed : .refused
 
         var probes: [Probe] = [
             // event-loop
@@ -119,6 +121,14 @@ enum ProbeCatalog {
             p("ioctl", "TCGETS on fd -1", .allowed, [-1, 0x5401, buf]),
             p("ioctl", "TIOCSTI (terminal input injection)", .refused, [-1, 0x5412, buf]),
             p("ioctl", "FIONBIO", .refused, [-1, 0x5421, buf]),
+            p("ioctl", "RDMA_VERBS_IOCTL on fd -1 (verbsDevice)", deviceOutcome, [-1, 0xc018_1b01, buf]),
+            p("ioctl", "another uverbs-looking ioctl", .refused, [-1, 0xc018_1b02, buf]),
+            p("sendto", "MSG_NOSIGNAL|MSG_DONTWAIT on fd -1 (nestedVerbs)", nestedOutcome, [-1, buf, 1, 0x4040, 0, 0]),
+            p("sendto", "blocking, SIGPIPE possible", .refused, [-1, buf, 1, 0, 0, 0]),
+            p("poll", "no fds, timeout 0 (nestedVerbs)", nestedOutcome, [buf, 0, 0]),
+            p("shutdown", "SHUT_RDWR on fd -1 (nestedVerbs)", nestedOutcome, [-1, 2]),
+            p("shutdown", "SHUT_WR", .refused, [-1, 1]),
+            p("poll", "a 1 ms wait", .refused, [buf, 0, 1]),
         ]
         for (name, cmd) in [("F_GETFD", 1), ("F_SETFD", 2), ("F_GETFL", 3), ("F_SETFL", 4), ("F_ADD_SEALS", 1033), ("F_GET_SEALS", 1034)] {
             probes.append(p("fcntl", "\(name) on fd -1", .allowed, [-1, cmd, 0]))

@@ -127,8 +127,9 @@ final class SandboxFailureTests: XCTestCase {
         XCTAssertEqual(fake.attrs["BADARCH"], SCMP_ACT_TRAP, "other ABIs get the same action")
         XCTAssertEqual(fake.calls.filter { $0.hasPrefix("cap_drop_bound") }.count, 41, "the whole bounding set goes")
         XCTAssertEqual(report.rulesLoaded, fake.rulesAdded)
-        // Without features, a syscall whose every rule needs one (connect,
-        // setsockopt: multiHost) is not allowed at all.
+        // Syscalls whose every rule belongs to a feature that is off
+        // (connect, setsockopt: multiHost; sendto, poll: the nested verbs
+        // backend's) are not allowed.
         XCTAssertEqual(report.syscallsAllowed, policy.syscalls.filter {
             $0.action == .allow && ($0.rules.isEmpty || $0.rules.contains { $0.feature == nil })
         }.count)
@@ -233,7 +234,7 @@ final class SandboxFailureTests: XCTestCase {
 
     func testAnUnknownFeatureChangesNothing() {
         let fake = FakeSystem()
-        assertFails(fake, features: ["warpDrive"], "cannot sandbox (the seccomp data file): router.seccomp.json: features: unknown feature \"warpDrive\"; the file declares multiHost")
+        assertFails(fake, features: ["warpDrive"], "cannot sandbox (the seccomp data file): router.seccomp.json: features: unknown feature \"warpDrive\"; the file declares multiHost, nestedVerbs, verbsDevice")
         XCTAssertEqual(fake.changes, [])
     }
 

@@ -116,7 +116,7 @@ final class SeccompPolicyTests: XCTestCase {
         let lines = text.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines[0], "seccomp filter from router.seccomp.json (\(policy.syscalls.count) syscalls listed)")
         XCTAssertEqual(lines[1], "mode: enforce; any other syscall: trap: report the call on stderr, then die by SIGSYS")
-        XCTAssert(lines.contains("features: multiHost off"))
+        XCTAssert(lines.contains("features: multiHost off, nestedVerbs off, verbsDevice off"), "\(lines.filter { $0.hasPrefix("features") })")
         for sc in policy.syscalls {
             XCTAssert(lines.contains { $0.hasPrefix("  \(sc.name) ") && $0.hasSuffix(sc.comment) }, sc.name)
         }

@@ -1,0 +1,373 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SluiceWire
+
+/// The verbs backend: every tenant object has a real one on the device, and
+/// every work request, once the router has checked and translated it
+/// exactly as for the software fabric (`SoftwareFabric.execute`), is posted
+/// on the real QP with the real keys of the router's own mappings. Real
+/// completions come back through `pollCompletions` and are turned into the
+/// tenant's virtual ones (`CompletionMapping`).
+///
+/// On one host the router connects two of its real QPs to each other
+/// (loopback on the device), after resolving both ends itself; it chooses
+/// every PSN. A SEND's receive is matched by the router (as on the software
+/// fabric: its buffers are checked in the receiver's PD first) and posted
+/// on the receiver's real QP just before the SEND, so the device always
+/// finds exactly that receive.
+public final class VerbsBackend {
+    let device: RDMADevice
+    /// Real QPN -> the tenant's QP, for completions.
+    private var qpsByRealNumber: [UInt32: QueuePair] = [:]
+    /// CQs with a real CQ, polled for completions.
+    private var cqs: [ObjectIdentifier: CompletionQueue] = [:]
+    private var polled: [RealCompletion] = []
+    /// The device failed as a whole (pollCQ reported an error).
+    private(set) var lost: String?
+
+    init(device: RDMADevice) {
+        self.device = device
+        polled.reserveCapacity(32)
+    }
+
+    /// Whether the device holds requests whose completions have not come.
+    var busy: Bool { qpsByRealNumber.values.contains { !$0.inFlight.isEmpty || $0.recvInFlight > 0 } }
+
+    func refusal(_ e: RealError) -> Refusal {
+        // A device that is gone answers everything with EIO, as libibverbs
+        // does for a removed device.
+        if let lost { return Refusal(EIO, "the device failed: \(lost)", rule: "device") }
+        return Refusal(e.errno == 0 ? EIO : e.errno, "the device refused: \(e.call) failed: \(String(cString: strerror(e.errno)))", rule: "device")
+    }
+
+    // MARK: objects
+
+    func allocPD(_ pd: ProtectionDomain) throws {
+        if lost != nil { throw refusal(RealError("ibv_alloc_pd", EIO)) }
+        switch device.allocPD() {
+        case .success(let h): pd.real = h
+        case .failure(let e): throw refusal(e)
+        }
+    }
+
+    func deallocPD(_ pd: ProtectionDomain) {
+        if let h = pd.real { device.deallocPD(h) }
+        pd.real = nil
+    }
+
+    /// Registers the router's mapping of the region with exactly the access
+    /// the policy allowed for it.
+    func regMR(_ mr: MemoryRegion) throws {
+        if lost != nil { throw refusal(RealError("ibv_reg_mr", EIO)) }
+        guard let pd = mr.pd.real else { throw Refusal(EIO, "protection domain has no device PD", rule: "device") }
+        let access = mr.access & UInt32(SLUICE_ACCESS_LOCAL_WRITE | SLUICE_ACCESS_REMOTE_WRITE | SLUICE_ACCESS_REMOTE_READ
+            | SLUICE_ACCESS_REMOTE_ATOMIC)
+        switch device.regMR(pd: pd, address: mr.base, length: Int(mr.length), access: access) {
+        case .success(let r): mr.real = r
+        case .failure(let e): throw refusal(e)
+        }
+    }
+
+    func deregMR(_ mr: MemoryRegion) {
+        if let r = mr.real { device.deregMR(r.handle) }
+        mr.real = nil
+    }
+
+    func createCQ(_ cq: CompletionQueue) throws {
+        if lost != nil { throw refusal(RealError("ibv_create_cq", EIO)) }
+        switch device.createCQ(depth: cq.capacity) {
+        case .success(let h):
+            cq.real = h
+            cqs[ObjectIdentifier(cq)] = cq
+        case .failure(let e): throw refusal(e)
+        }
+    }
+
+    func destroyCQ(_ cq: CompletionQueue) {
+        if let h = cq.real { device.destroyCQ(h) }
+        cq.real = nil
+        cqs[ObjectIdentifier(cq)] = nil
+    }
+
+    func createQP(_ qp: QueuePair, sendSGE: UInt32, recvSGE: UInt32) throws {
+        if lost != nil { throw refusal(RealError("ibv_create_qp", EIO)) }
+        guard let pd = qp.pd.real, let scq = qp.sendCQ.real, let rcq = qp.recvCQ.real else {
+            throw Refusal(EIO, "the QP's PD or CQs have no device objects", rule: "device")
+        }
+        switch device.createQP(pd: pd, sendCQ: scq, recvCQ: rcq, sendDepth: qp.sqCapacity, recvDepth: qp.rqCapacity,
+                               sendSGE: sendSGE, recvSGE: recvSGE, inlineBytes: qp.maxInline) {
+        case .success(let r):
+            qp.real = r
+            qp.realSendPSN = UInt32.random(in: 0...0xff_ffff)
+            qpsByRealNumber[r.qpn] = qp
+        case .failure(let e): throw refusal(e)
+        }
+    }
+
+    func destroyQP(_ qp: QueuePair) {
+        if let r = qp.real {
+            device.destroyQP(r.handle)
+            qpsByRealNumber[r.qpn] = nil
+        }
+        qp.real = nil
+        qp.inFlight.removeAll()
+        qp.behindInFlight.removeAll()
+        qp.recvInFlight = 0
+    }
+
+    /// Moves the real QP along with the tenant's, before the router commits
+    /// the tenant's transition: a device refusal refuses the verb. The
+    /// destination is the peer's real QP on this device; PSNs are the
+    /// router's.
+    func modifyQP(_ qp: QueuePair, to target: QPState, attrs: QPAttributes, peer: QueuePair?) throws {
+        guard let r = qp.real, target != qp.state else { return }
+        var a: RealQPAttributes
+        switch target {
+        case .reset: a = RealQPAttributes(target: .reset)
+        case .error: a = RealQPAttributes(target: .error)
+        case .initialized:
+            a = RealQPAttributes(target: .initial)
+            a.accessFlags = attrs.accessFlags
+        case .rtr:
+            guard let peer, let pr = peer.real else {
+                throw Refusal(EINVAL, "the peer QP has no device QP", rule: "device")
+            }
+            a = RealQPAttributes(target: .readyToReceive)
+            a.pathMTU = min(attrs.pathMTU, device.activeMTU)
+            a.destQPN = pr.qpn
+            a.rqPSN = peer.realSendPSN
+            a.maxDestRdAtomic = max(attrs.maxDestRdAtomic, 1)
+            a.minRNRTimer = attrs.minRNRTimer
+            a.dlid = device.lid
+            // No LID (RoCE): address by the port's GID.
+            if device.lid == 0 { a.dgid = device.gid }
+        case .rts:
+            a = RealQPAttributes(target: .readyToSend)
+            a.sqPSN = qp.realSendPSN
+            a.timeout = attrs.timeout
+            a.retryCount = attrs.retryCount
+            a.rnrRetry = attrs.rnrRetry
+            a.maxRdAtomic = max(attrs.maxRdAtomic, 1)
+        default:
+            return
+        }
+        let rc = device.modifyQP(r.handle, a)
+        guard rc == 0 else { throw refusal(RealError("ibv_modify_qp", rc)) }
+    }
+
+    /// The router moved a QP itself (ERR after a failed request, a policy
+    /// reload, RESET): the real QP follows, best effort.
+    func entered(_ qp: QueuePair, _ state: QPState) {
+        guard let r = qp.real else { return }
+        switch state {
+        case .error: _ = device.modifyQP(r.handle, RealQPAttributes(target: .error))
+        case .reset:
+            _ = device.modifyQP(r.handle, RealQPAttributes(target: .reset))
+            qp.inFlight.removeAll()
+            qp.behindInFlight.removeAll()
+            qp.recvInFlight = 0
+        default: break
+        }
+    }
+
+    // MARK: data path
+
+    enum PostResult {
+        case posted
+        case busy            // the device's queue is full: retry
+        case refused(String) // the device said no: an error completion
+    }
+
+    /// Posts one checked request: the receive it consumes first (on the
+    /// peer's real QP), then the request. Keys and addresses are real ones
+    /// the router translated; the wr_id is the tenant's.
+    func post(_ qp: QueuePair, _ peer: QueuePair, _ w: sluice_send_wqe, recv: sluice_recv_wqe?, local: [RealSGE],
+              inline: RealSGE?, receive: [RealSGE], remote: (UInt64, UInt32)?) -> PostResult {
+        if let lost { return .refused("the device failed: \(lost)") }
+        guard let rq = qp.real, let rp = peer.real else { return .refused("no device QP") }
+        guard qp.inFlight.count < Int(qp.sqCapacity) else { return .busy }
+        if recv != nil && peer.recvInFlight >= Int(peer.rqCapacity) { return .busy }
+        var send = RealSend(wrID: w.wr_id, opcode: w.opcode,
+                            flags: w.send_flags & UInt32(SLUICE_SEND_FENCE | SLUICE_SEND_SOLICITED | SLUICE_SEND_INLINE)
+                                | UInt32(SLUICE_SEND_SIGNALED),
+                            immData: w.imm_data, sges: inline.map { $0.length > 0 ? [$0] : [] } ?? local)
+        if let (addr, rkey) = remote {
+            send.remoteAddress = addr
+            send.rkey = rkey
+        }
+        send.compareAdd = w.compare_add
+        send.swap = w.swap
+        if let r = recv {
+            let rc = device.postRecv(rp.handle, RealRecv(wrID: r.wr_id, sges: receive))
+            if rc == ENOMEM { return .busy }
+            guard rc == 0 else { return .refused("the device refused the receive: \(String(cString: strerror(rc)))") }
+            peer.recvInFlight += 1
+        }
+        let rc = device.postSend(rq.handle, send)
+        guard rc == 0 else {
+            // The receive posted for it stays on the device; it will take
+            // the peer's next message, which is the one the router posts
+            // next for this connection (the QP goes to ERR now).
+            return .refused("the device refused the request: \(String(cString: strerror(rc)))")
+        }
+        let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
+        qp.inFlight.append((w.wr_id, signaled))
+        return .posted
+    }
+
+    /// Moves real completions to the tenants' rings. Returns whether any
+    /// arrived or moved.
+    func pollCompletions(router: Router) -> Bool {
+        var worked = false
+        for cq in cqs.values {
+            // Completions that waited for room in the tenant's ring go first.
+            while !cq.waiting.isEmpty && cq.space > 0 {
+                let c = cq.waiting.removeFirst()
+                cq.push(c.cqe, solicited: c.solicited)
+                worked = true
+            }
+            guard let real = cq.real, cq.waiting.isEmpty else { continue }
+            polled.removeAll(keepingCapacity: true)
+            var n = device.pollCQ(real, max: 16, into: &polled)
+            if n == 0 && !cq.realArmed && lost == nil {
+                // Empty: arm it so that its next completion wakes the router
+                // (the completion channel is in the epoll set), then look
+                // once more for one that arrived before the arming.
+                cq.realArmed = device.armCQ(real) == 0
+                n = device.pollCQ(real, max: 16, into: &polled)
+            }
+            if n < 0 {
+                deviceFailed("ibv_poll_cq: \(String(cString: strerror(-Int32(n))))", router: router)
+                return true
+            }
+            for r in polled {
+                deliver(r, from: cq, router: router)
+                worked = true
+            }
+        }
+        return worked
+    }
+
+    private func deliver(_ r: RealCompletion, from cq: CompletionQueue, router: Router) {
+        guard let qp = qpsByRealNumber[r.qpNum] else { return } // destroyed since
+        // Which queue it completes: the CQ says when the QP's two differ;
+        // else the opcode (valid on success), else whether it is the send
+        // the device holds first.
+        let isRecv: Bool
+        if qp.sendCQ !== qp.recvCQ {
+            isRecv = cq === qp.recvCQ
+        } else if r.status == UInt32(SLUICE_WC_SUCCESS) {
+            isRecv = r.opcode & UInt32(SLUICE_WC_OP_RECV) != 0
+        } else {
+            isRecv = qp.inFlight.first?.wrID != r.wrID && qp.recvInFlight > 0
+        }
+        let peer = qp.peer
+        var cqe = CompletionMapping.virtualCompletion(r, qpn: qp.qpn, peerQPN: peer?.qpn ?? 0, peerLID: peer?.session.lid ?? 0)
+        let failed = cqe.status != UInt32(SLUICE_WC_SUCCESS)
+        if !failed, let peer, r.opcode & UInt32(SLUICE_WC_OP_RECV) != 0 {
+            // The sender's addressing as its tenant set it (GID or LID, SL),
+            // not how the router addressed the device's loopback.
+            let grh = UInt32(SLUICE_WC_FLAG_GRH)
+            cqe.wc_flags = (cqe.wc_flags & ~grh) | (peer.attrs.ah.is_global != 0 ? grh : 0)
+            cqe.sl = peer.attrs.ah.sl
+        }
+        if isRecv {
+            qp.recvInFlight = max(qp.recvInFlight - 1, 0)
+            enqueue(qp.recvCQ, cqe, solicited: true)
+        } else {
+            let sent = qp.inFlight.isEmpty ? (wrID: r.wrID, signaled: true) : qp.inFlight.removeFirst()
+            if sent.signaled || failed { enqueue(qp.sendCQ, cqe, solicited: false) }
+            if qp.inFlight.isEmpty {
+                for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
+                qp.behindInFlight.removeAll()
+            }
+        }
+        if failed && cqe.status != UInt32(SLUICE_WC_WR_FLUSH_ERR) && qp.state != .error {
+            router.denyDataPath(qp, "the device completed a request with status \(r.status) (vendor error 0x\(String(r.vendorError, radix: 16)))",
+                                rule: "device")
+            router.enter(qp, .error)
+        }
+    }
+
+    private func enqueue(_ cq: CompletionQueue, _ cqe: sluice_cqe, solicited: Bool) {
+        if cq.waiting.isEmpty && cq.space > 0 {
+            cq.push(cqe, solicited: solicited)
+        } else {
+            cq.waiting.append((cqe, solicited))
+        }
+    }
+
+    /// Takes the completion channel's events: each names a real CQ whose
+    /// arming fired (the next `pollCompletions` reads it, and arms it again).
+    func serviceCompletionEvents() {
+        for _ in 0..<256 {
+            guard let h = device.nextCompletionEvent() else { return }
+            for cq in cqs.values where cq.real == h { cq.realArmed = false }
+        }
+    }
+
+    /// Reads the device's async events. A failed real QP fails the
+    /// tenant's (ERR, IBV_EVENT_QP_FATAL); a failed device fails them all.
+    /// Returns false once the device is gone.
+    func serviceAsyncEvents(router: Router) -> Bool {
+        for _ in 0..<64 {
+            switch device.nextAsyncEvent() {
+            case .none: return lost == nil
+            case .other: continue
+            case .queuePairFailed(let realQPN):
+                guard let qp = qpsByRealNumber[realQPN], qp.state != .error, qp.state != .reset else { continue }
+                router.denyDataPath(qp, "the device reported the QP failed", rule: "device")
+                router.enter(qp, .error)
+                qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+            case .deviceFailed(let why):
+                deviceFailed(why, router: router)
+                return false
+            }
+        }
+        return lost == nil
+    }
+
+    /// The device is gone (its CQs report errors): everything on it fails.
+    /// Requests it held complete with WR_FLUSH_ERR after a GENERAL_ERR for
+    /// the first, and the QPs move to ERR, as a NIC's removal does.
+    private func deviceFailed(_ why: String, router: Router) {
+        guard lost == nil else { return }
+        lost = why
+        router.recordDeviceLoss(why)
+        for qp in qpsByRealNumber.values {
+            var first = true
+            for sent in qp.inFlight {
+                var c = sluice_cqe()
+                c.wr_id = sent.wrID
+                c.status = UInt32(first ? SLUICE_WC_GENERAL_ERR : SLUICE_WC_WR_FLUSH_ERR)
+                c.qp_num = qp.qpn
+                enqueue(qp.sendCQ, c, solicited: false)
+                first = false
+            }
+            qp.inFlight.removeAll()
+            for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
+            qp.behindInFlight.removeAll()
+            qp.recvInFlight = 0
+            if qp.state != .reset && qp.state != .error {
+                router.enter(qp, .error)
+                qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+            }
+        }
+    }
+}
+
+extension Router {
+    /// The data path, one pass: the poller (on the software fabric it also
+    /// moves the bytes; on the verbs backend it posts them), then the
+    /// device's completions.
+    func pollDataPath(now: UInt64) -> Bool {
+        var worked = fabric.pollOnce(now: now, router: self)
+        if let verbs, verbs.pollCompletions(router: self) { worked = true }
+        return worked
+    }
+
+    func recordDeviceLoss(_ why: String) {
+        log.record(event: "device.lost", decision: .deny, rule: "device", reason: why)
+    }
+}
