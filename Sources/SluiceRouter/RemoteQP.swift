@@ -23,6 +23,10 @@ final class RemotePeer {
 
     // Requester side: one request in flight at a time (order per QP).
     var nextID: UInt64
+    /// The id of the head request: taken when it is first sent and kept
+    /// across retransmissions and RNR retries until it completes or fails,
+    /// so the target can tell a retry of a request it ran from a new one.
+    var headID: UInt64?
     var inFlight: InFlight?
     /// A response that arrived, for `executeRemote` to finish the request with.
     var arrived: RemoteResponse?
@@ -36,10 +40,59 @@ final class RemotePeer {
         var frame: [UInt8]
     }
 
-    // Target side: the last request run, and its answer (a retransmission
-    // of it is answered again, never run twice).
+    // Target side: the newest request run (an RNR answer runs nothing),
+    // and its answer unless it was a READ. A retransmission of it is
+    // answered from the cache (a READ is read again); an older id is a
+    // stale copy and is dropped: a SEND or an atomic never runs twice.
     var lastExecuted: UInt64?
     var lastResponse: [UInt8]?
+
+    /// How far behind the newest executed id an id still counts as a stale
+    /// copy. Ids go up by one per request from a random start in 2^63, so a
+    /// real duplicate is always close behind; an id far away is a requester
+    /// that reset its QP and started again.
+    static let staleWindow: UInt64 = 1 << 32
+
+    enum Arrival: Equatable {
+        /// Not run before: run it.
+        case run
+        /// The newest request run, retransmitted: answer it again.
+        case answer([UInt8])
+        /// Older than the newest request run: a stale copy, drop it.
+        case stale
+    }
+
+    /// Requester: the id of the head request (a new one only once the
+    /// previous head completed or failed).
+    func idForHead() -> UInt64 {
+        if let id = headID { return id }
+        let id = nextID
+        nextID &+= 1
+        headID = id
+        return id
+    }
+
+    /// Requester: the head request completed or failed.
+    func headDone() {
+        headID = nil
+        rnrLeft = nil
+        inFlight = nil
+    }
+
+    /// Target: what to do with a request carrying `id`.
+    func arrival(of id: UInt64) -> Arrival {
+        guard let last = lastExecuted else { return .run }
+        if id == last { return lastResponse.map { .answer($0) } ?? .run }
+        let behind = last &- id
+        return behind <= RemotePeer.staleWindow ? .stale : .run
+    }
+
+    /// Target: request `id` ran (with any answer but RNR); `response` is
+    /// what a retransmission gets (nil for a READ, which is read again).
+    func executed(_ id: UInt64, response: [UInt8]?) {
+        lastExecuted = id
+        lastResponse = response
+    }
 
     init(router: String, qpn: UInt32, lid: UInt16, ipv4: UInt32) {
         self.router = router
@@ -143,8 +196,9 @@ extension Router {
             payload.reserveCapacity(Int(total))
             for (p, n) in src { payload += UnsafeRawBufferPointer(start: p, count: n) }
         }
-        let id = r.nextID
-        r.nextID &+= 1
+        // The same id as any earlier attempt of this request (an RNR retry),
+        // so a copy of it that ran at the target meanwhile is not run again.
+        let id = r.idForHead()
         let req = RemoteRequest(opcode: w.opcode, solicited: w.send_flags & UInt32(SLUICE_SEND_SOLICITED) != 0,
                                 sourceQPN: qp.qpn, sourceLID: qp.session.lid, sourceIPv4: qp.session.ipv4, id: id,
                                 rkey: w.rkey, remoteAddress: w.remote_addr, compareAdd: w.compare_add, swap: w.swap,
@@ -154,7 +208,6 @@ extension Router {
         // waits its turn (as behind a full send queue), so one busy host
         // pair cannot grow the link's buffer without bound.
         if let queued = c.node.queuedBytes(to: r.router), queued + frame.count > Router.linkBacklogLimit {
-            r.nextID &-= 1
             return .wait(Stall(kind: .peerNotReady, retryAt: now &+ 200_000, retriesLeft: -1))
         }
         let deadline = now &+ interval
@@ -171,7 +224,7 @@ extension Router {
         r.tenant = resp.tenant
         switch resp.status {
         case .ok:
-            r.rnrLeft = nil
+            r.headDone()
             let isRead = w.opcode == UInt32(SLUICE_WR_RDMA_READ)
             let isAtomic = w.opcode == UInt32(SLUICE_WR_ATOMIC_CMP_AND_SWP) || w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
             if isRead || isAtomic {
@@ -234,7 +287,7 @@ extension Router {
     private func failRemote(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32,
                             _ rule: String, _ reason: String) -> SoftwareFabric.Outcome {
         denyDataPath(qp, reason, rule: rule)
-        qp.remote?.inFlight = nil
+        qp.remote?.headDone()
         qp.consumeSend()
         var c = sluice_cqe()
         c.wr_id = w.wr_id
@@ -286,22 +339,26 @@ extension Router {
                        fields: ["peer": router, "tenant": req.tenant])
             return
         }
-        if r.lastExecuted == req.id, let cached = r.lastResponse {
+        switch r.arrival(of: req.id) {
+        case .answer(let cached):
             c.node.send(to: router, LinkFrame.Frame(.data, stream: req.sourceQPN, body: cached))
             return
+        case .stale:
+            // The requester has moved past it (one request in flight per
+            // QP): it wants no answer, and running it would run it twice.
+            return
+        case .run:
+            break
         }
         let (status, payload) = runRemoteRequest(qp, r, req)
         let resp = RemoteResponse(status: status, rnrDelayCode: qp.attrs.minRNRTimer, sourceQPN: qp.qpn, id: req.id,
                                   tenant: qp.session.tenant, payload: payload).encode()
-        // A READ may run again (RC allows it, nothing changes), so its
-        // possibly large answer is not kept; anything else is answered
-        // from the cache if retransmitted.
-        if status != .receiverNotReady && req.opcode != UInt32(SLUICE_WR_RDMA_READ) {
-            r.lastExecuted = req.id
-            r.lastResponse = resp
-        } else {
-            r.lastExecuted = nil
-            r.lastResponse = nil
+        // An RNR answer ran nothing: the cache keeps the last request that
+        // ran (the requester retries with the same id). A READ may run again
+        // (RC allows it, nothing changes), so its possibly large answer is
+        // not kept; anything else is answered from the cache if retransmitted.
+        if status != .receiverNotReady {
+            r.executed(req.id, response: req.opcode == UInt32(SLUICE_WR_RDMA_READ) ? nil : resp)
         }
         c.node.send(to: router, LinkFrame.Frame(.data, stream: req.sourceQPN, body: resp))
     }
