@@ -24,8 +24,21 @@ public final class FabricNode {
         public var key: SymmetricKey
         public var heartbeatNanos: UInt64 = 500_000_000
         public var deadAfterNanos: UInt64 = 3_000_000_000
-        public var handshakeTimeoutNanos: UInt64 = 5_000_000_000
+        /// An unfinished handshake (dialed or accepted) is closed after this.
+        public var handshakeTimeoutNanos: UInt64 = 2_000_000_000
         public var redialDelayNanos: UInt64 = 1_000_000_000
+        /// Accepted connections still in the handshake (not authenticated):
+        /// at most this many from addresses that are not a listed router's,
+        /// and at most `maxUnauthenticatedPerSource` from any one address.
+        /// Beyond either, a new connection is closed at once, so a process
+        /// without the key cannot exhaust the router's file descriptors nor
+        /// crowd out the routers of the directory.
+        public var maxUnauthenticated = 16
+        public var maxUnauthenticatedPerSource = 4
+        /// After accept fails for want of file descriptors, the listener is
+        /// not watched for this long (it is level-triggered: watching it
+        /// would spin the loop).
+        public var acceptPauseNanos: UInt64 = 100_000_000
 
         public init(name: String, listenHost: String, listenPort: UInt16, key: SymmetricKey) {
             self.name = name
@@ -59,6 +72,12 @@ public final class FabricNode {
     public private(set) var lastFailure: [String: String] = [:]
     /// Connections refused at the handshake since start.
     public private(set) var refusals = 0
+    /// Accepted connections closed at once for being above the caps on
+    /// unauthenticated connections.
+    public private(set) var shed = 0
+    /// While set, the listener is out of the epoll set until then (accept
+    /// ran out of file descriptors).
+    private(set) var listenPausedUntil: UInt64?
     public var onEvent: ((Event) -> Void)?
 
     public init(_ config: Configuration, peers: [RouterAddress]) throws {
@@ -149,6 +168,7 @@ public final class FabricNode {
     /// The earliest time `service` has something to do without I/O.
     public func nextDeadline() -> UInt64? {
         var t: UInt64? = redialAt.values.min()
+        if let p = listenPausedUntil { t = min(t ?? p, p) }
         func soonest(_ x: UInt64) { t = min(t ?? x, x) }
         for l in links.values {
             switch l.state {
@@ -163,6 +183,10 @@ public final class FabricNode {
     }
 
     private func timers(now: UInt64) {
+        if let p = listenPausedUntil, now >= p {
+            listenPausedUntil = nil
+            _ = sluice_net_epoll_set(pollFD, listenFD, UInt64(UInt32(bitPattern: listenFD)), 0, 1)
+        }
         for l in Array(links.values) {
             switch l.state {
             case .connecting, .handshaking:
@@ -203,15 +227,57 @@ public final class FabricNode {
         _ = sluice_net_epoll_set(pollFD, fd, UInt64(UInt32(bitPattern: fd)), 1, 1)
     }
 
+    /// The host part of "host:port" or "[v6]:port".
+    static func sourceHost(_ address: String) -> String {
+        var h = Substring(address)
+        if let colon = h.lastIndex(of: ":") { h = h[..<colon] }
+        if h.hasPrefix("["), h.hasSuffix("]") { h = h.dropFirst().dropLast() }
+        return String(h)
+    }
+
+    /// Accepted connections not authenticated yet: from hosts that are
+    /// not a listed router's, and from `host`.
+    func unauthenticated(from host: String) -> (strangers: Int, fromHost: Int) {
+        let routerHosts = Set(peers.values.map(\.host))
+        var strangers = 0, fromHost = 0
+        for l in links.values where !l.dialed && l.state == .handshaking {
+            let h = FabricNode.sourceHost(l.address)
+            if !routerHosts.contains(h) { strangers += 1 }
+            if h == host { fromHost += 1 }
+        }
+        return (strangers, fromHost)
+    }
+
     private func acceptAll(now: UInt64) {
+        guard listenPausedUntil == nil else { return }
         for _ in 0..<16 {
             var peer = [CChar](repeating: 0, count: 64)
             let fd = sluice_net_accept(listenFD, &peer, Int32(peer.count))
-            if fd < 0 { return }
+            if fd < 0 {
+                let e = errno
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    // The pending connection stays queued and the listener
+                    // stays readable: stop watching it for a while rather
+                    // than spin on it.
+                    listenPausedUntil = now &+ config.acceptPauseNanos
+                    _ = sluice_net_epoll_del(pollFD, listenFD)
+                }
+                return
+            }
+            let address = String(cString: peer)
+            let host = FabricNode.sourceHost(address)
+            let pending = unauthenticated(from: host)
+            let fromRouterHost = peers.values.contains { $0.host == host }
+            if pending.fromHost >= config.maxUnauthenticatedPerSource
+                || (!fromRouterHost && pending.strangers >= config.maxUnauthenticated) {
+                Glibc.close(fd)
+                shed += 1
+                continue
+            }
             _ = sluice_net_nodelay(fd)
             let known = peers
             let hs = LinkHandshake(role: .acceptor(admits: { known[$0] != nil }), localName: config.name, key: config.key)
-            let l = FabricLink(fd: fd, dialed: false, connecting: false, address: String(cString: peer), handshake: hs, now: now)
+            let l = FabricLink(fd: fd, dialed: false, connecting: false, address: address, handshake: hs, now: now)
             links[fd] = l
             _ = sluice_net_epoll_set(pollFD, fd, UInt64(UInt32(bitPattern: fd)), 0, 1)
         }
@@ -294,6 +360,7 @@ public final class FabricNode {
             if let f = lastFailure[name] { p["lastFailure"] = f }
             out[name] = p
         }
-        return ["name": config.name, "listen": "\(config.listenHost):\(boundPort)", "peers": out, "refusals": refusals]
+        return ["name": config.name, "listen": "\(config.listenHost):\(boundPort)", "peers": out, "refusals": refusals,
+                "connections": links.count, "shedConnections": shed]
     }
 }

@@ -186,4 +186,88 @@ final class FabricNodeTests: XCTestCase {
         XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") })
         XCTAssertEqual(ra.ups, ["b", "b"])
     }
+
+    /// A raw TCP client from a chosen loopback source address (all of
+    /// 127/8 is local), so the node sees several "hosts".
+    func rawConnect(_ n: FabricNode, from source: String) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var src = sockaddr_in()
+        src.sin_family = sa_family_t(AF_INET)
+        src.sin_addr.s_addr = inet_addr(source)
+        let b = withUnsafePointer(to: &src) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        XCTAssertEqual(b, 0, "bind \(source)")
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_port = n.boundPort.bigEndian
+        sa.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let r = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        XCTAssertEqual(r, 0)
+        _ = sluice_net_set_timeouts(fd, 50)
+        return fd
+    }
+
+    func testUnauthenticatedConnectionsAreCappedAndRoutersStillLink() throws {
+        let (a, ra) = try node("a"), (b, rb) = try node("b")
+        b.setPeers([addr(a), addr(b)])
+        func connections() -> Int { b.status()["connections"] as? Int ?? -1 }
+        var clients: [Int32] = []
+        defer { clients.forEach { _ = close($0) } }
+        // Six from one address: four are kept, the rest closed at once.
+        for _ in 0..<6 {
+            clients.append(rawConnect(b, from: "127.0.0.2"))
+            b.service()
+        }
+        XCTAssertEqual(connections(), 4, "per-source cap")
+        XCTAssertEqual(b.shed, 2)
+        // Forty more from ten addresses: sixteen unauthenticated in all.
+        for i in 3...12 {
+            for _ in 0..<4 {
+                clients.append(rawConnect(b, from: "127.0.0.\(i)"))
+                b.service()
+            }
+        }
+        XCTAssertEqual(connections(), 16, "total cap")
+        XCTAssertEqual(b.shed, 2 + 28)
+        // The shed connections were closed by the node, not left open.
+        var closedByNode = 0
+        for fd in clients {
+            var byte: UInt8 = 0
+            if read(fd, &byte, 1) == 0 { closedByNode += 1 }
+        }
+        XCTAssertEqual(closedByNode, 30)
+        // A listed router still links at once (its host is not a stranger),
+        // long before the strangers' handshakes time out.
+        a.setPeers([addr(a), addr(b)])
+        XCTAssert(pump([a, b], seconds: 1.5) { a.isUp("b") && b.isUp("a") }, "\(ra.events) \(rb.events)")
+        XCTAssertLessThanOrEqual(connections(), 17)
+        // The strangers time out (2 s): only the link remains.
+        XCTAssert(pump([a, b], seconds: 4) { connections() == 1 }, "\(connections()) connections")
+        XCTAssert(a.isUp("b"))
+    }
+
+    func testAcceptWithoutFileDescriptorsPausesTheListenerInsteadOfSpinning() throws {
+        let (b, _) = try node("b")
+        b.setPeers([])
+        let client = rawConnect(b)
+        defer { _ = close(client) }
+        var old = rlimit()
+        XCTAssertEqual(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &old), 0)
+        // No descriptor left for accept.
+        let probe = open("/dev/null", O_RDONLY)
+        XCTAssertGreaterThan(probe, 2)
+        close(probe)
+        var low = old
+        low.rlim_cur = rlim_t(probe)
+        XCTAssertEqual(setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &low), 0)
+        b.service()
+        let paused = b.listenPausedUntil
+        b.service()
+        XCTAssertEqual(setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &old), 0)
+        XCTAssertNotNil(paused, "accept failed with EMFILE: the listener is paused")
+        if let p = paused { XCTAssertLessThanOrEqual(b.nextDeadline() ?? .max, p, "the node wakes to resume it") }
+        XCTAssertEqual(b.status()["connections"] as? Int, 0)
+        // The queued connection is accepted once the pause is over.
+        XCTAssert(pump([b], seconds: 2) { b.status()["connections"] as? Int == 1 })
+        XCTAssertNil(b.listenPausedUntil)
+    }
 }
