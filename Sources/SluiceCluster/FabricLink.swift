@@ -193,7 +193,18 @@ public final class FabricLink {
                 fail("the peer closed the link: \(String(decoding: f.body.prefix(256), as: UTF8.self))")
                 return
             case .refused:
-                fail("\(LinkError.refusedByPeer(String(decoding: f.body.prefix(256), as: UTF8.self)))", authentication: true)
+                // REFUSED is untagged, so anyone on the path can forge it.
+                // It is a refusal of the handshake only for a dialer that has
+                // not yet heard the acceptor's first tagged frame (the
+                // acceptor may still refuse its AUTH). On a link proven in
+                // both directions it is a plain close, which anyone on the
+                // path could cause anyway: no refusal, no back-off.
+                let text = String(decoding: f.body.prefix(256), as: UTF8.self)
+                if dialed && decoder.sequence == 0 {
+                    fail("\(LinkError.refusedByPeer(text))", authentication: true)
+                } else {
+                    fail("the link was closed by an untagged REFUSED frame: \(text)")
+                }
                 return
             default:
                 events.append(.frame(f))

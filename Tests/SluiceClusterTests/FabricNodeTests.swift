@@ -270,4 +270,39 @@ final class FabricNodeTests: XCTestCase {
         XCTAssert(pump([b], seconds: 2) { b.status()["connections"] as? Int == 1 })
         XCTAssertNil(b.listenPausedUntil)
     }
+
+    func testAnUntaggedRefusedOnAnEstablishedLinkIsAPlainClose() throws {
+        let (b, rb) = try node("b")
+        b.setPeers([RouterAddress(name: "a", host: "127.0.0.1", port: 1), addr(b)])
+        // Play router a by hand, up to an authenticated link.
+        var hs = LinkHandshake(role: .dialer(expecting: "b"), localName: "a", key: key)
+        var enc = FrameEncoder()
+        var dec = FrameDecoder()
+        let fd = rawConnect(b)
+        func send(_ f: LinkFrame.Frame, with e: inout FrameEncoder) {
+            let bytes = e.encode(f)
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        }
+        hs.start().forEach { send($0, with: &enc) }
+        var challenge: LinkFrame.Frame?
+        XCTAssert(pump([b]) {
+            var buf = [UInt8](repeating: 0, count: 1024)
+            let n = read(fd, &buf, buf.count)
+            if n > 0 { dec.feed(Array(buf.prefix(n))) }
+            challenge = try? dec.next()
+            return challenge != nil
+        })
+        guard case .established(let auth) = try hs.receive(challenge!) else { return XCTFail("no challenge") }
+        auth.forEach { send($0, with: &enc) }
+        XCTAssert(pump([b]) { b.isUp("a") })
+        // An untagged REFUSED (anyone on the path can write one) on the
+        // established link: it closes, but is no authentication failure.
+        var plain = FrameEncoder()
+        send(LinkFrame.Frame(.refused, body: Array("authentication failed".utf8)), with: &plain)
+        XCTAssert(pump([b]) { !b.isUp("a") })
+        close(fd)
+        XCTAssertEqual(rb.authFailures, [], "\(rb.events)")
+        XCTAssertEqual(b.refusals, 0)
+        XCTAssert(rb.downs.last?.contains("untagged REFUSED") ?? false, "\(rb.downs)")
+    }
 }
