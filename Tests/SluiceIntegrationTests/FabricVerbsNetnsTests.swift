@@ -135,16 +135,25 @@ final class FabricVerbsNetnsTests: XCTestCase {
             XCTAssertEqual(word.load(as: UInt64.self), 7)
         }
 
-        // Order per QP: many small WRITEs in a row to the same place, then a READ sees the last.
+        // Order per QP: fifty WRITEs in a row to ONE remote word, write i
+        // carrying the value i. Only in order does the word end as 49 (any
+        // reordering leaves an earlier value); a READ after them, on the
+        // same QP, must see it too.
+        let target = bbuf.base + 4096 * 20
+        target.storeBytes(of: UInt32.max, as: UInt32.self)
         for i in 0..<50 {
-            (abuf.base + 4096 * 10).storeBytes(of: UInt32(i), as: UInt32.self)
-            abuf.fill(4096 * 11 + i * 4, 4, seed: UInt8(i))
+            (abuf.base + 4096 * 11 + i * 4).storeBytes(of: UInt32(i), as: UInt32.self)
             try a.postSend(qa, id: 100 + UInt64(i), IBV_WR_RDMA_WRITE, [sge(abuf.base + 4096 * 11 + i * 4, 4, amr)],
-                           flags: i == 49 ? IBV_SEND_SIGNALED : ibv_send_flags(0), remote: (addr(bbuf.base + 4096 * 20 + i * 4), bmr.pointee.rkey))
+                           flags: i == 49 ? IBV_SEND_SIGNALED : ibv_send_flags(0), remote: (addr(target), bmr.pointee.rkey))
         }
-        wc = a.poll(1)
-        XCTAssertEqual(wc.first?.wr_id, 149)
-        XCTAssertEqual(bbuf.bytes(4096 * 20, 200), abuf.bytes(4096 * 11, 200))
+        let readBack = abuf.base + 4096 * 12
+        readBack.storeBytes(of: UInt32.max, as: UInt32.self)
+        try a.postSend(qa, id: 150, IBV_WR_RDMA_READ, [sge(readBack, 4, amr)], remote: (addr(target), bmr.pointee.rkey))
+        wc = a.poll(2)
+        XCTAssertEqual(wc.map(\.wr_id), [149, 150])
+        XCTAssertEqual(wc.map(\.status), [IBV_WC_SUCCESS, IBV_WC_SUCCESS])
+        XCTAssertEqual(target.load(as: UInt32.self), 49, "the last WRITE posted is the last one applied")
+        XCTAssertEqual(readBack.load(as: UInt32.self), 49, "a READ after the WRITEs sees the last")
     }
 
     func testWriteReadSendAndAtomicsAcrossHostsByLID() throws { try crossHostOperations(useGID: false) }
