@@ -44,8 +44,8 @@ final class ClusterAgent {
     let staticDirectory: StaticDirectory?
     let etcd: EtcdDirectory?
     private let log: EventLog
-    /// Fabric frames received with nothing to take them yet (issue 9's
-    /// data path is the next step): counted, not acted on.
+    /// Fabric frames received before the router installed `onFrame`
+    /// (start-up): counted, not acted on.
     private(set) var unhandledFrames = 0
     /// Fabric frames for the router (requests and responses between QPs).
     var onFrame: ((String, LinkFrame.Frame) -> Void)?
