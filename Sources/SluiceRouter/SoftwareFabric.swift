@@ -425,7 +425,7 @@ final class SoftwareFabric {
 
     private func execute(_ qp: QueuePair, _ w: sluice_send_wqe, now: UInt64, router: Router) -> Outcome {
         // Every outcome writes at most one completion to the send CQ.
-        guard qp.sendCQ.space >= 1 else { return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1)) }
+        guard qp.sendCQ.room >= 1 else { return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1)) }
         let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
         let wcOpcode: UInt32
         switch Int(w.opcode) {
@@ -527,7 +527,7 @@ final class SoftwareFabric {
             }
             if avail == 0 { return stallOrFail(qp, w, .receiverNotReady, wcOpcode, now: now, router: router) }
             let needed: UInt32 = peer.recvCQ === qp.sendCQ ? 2 : 1
-            guard peer.recvCQ.space >= needed else {
+            guard peer.recvCQ.room >= needed else {
                 return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1))
             }
             recv = peer.copyRecvWQE(peer.rqCons)
@@ -715,7 +715,7 @@ final class SoftwareFabric {
             // the order of the send queue.
             qp.behindInFlight.append(cqe)
         } else {
-            qp.sendCQ.push(cqe, solicited: false)
+            qp.sendCQ.pushInOrder(cqe, solicited: false)
         }
         qp.held = nil
         qp.stall = nil
@@ -745,7 +745,7 @@ final class SoftwareFabric {
         c.opcode = UInt32(SLUICE_WC_OP_RECV)
         c.qp_num = peer.qpn
         c.src_qp = qp.qpn
-        peer.recvCQ.push(c, solicited: true)
+        peer.recvCQ.pushInOrder(c, solicited: true)
         router.denyDataPath(peer, reason, rule: rule)
         router.enter(peer, .error)
         return fail(qp, w, remote, opcode, router, rule, "remote: " + reason)
@@ -846,23 +846,23 @@ final class SoftwareFabric {
         let deviceHoldsSends = !qp.inFlight.isEmpty || !qp.behindInFlight.isEmpty
         if !deviceHoldsSends, let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity), n > 0 {
             for _ in 0..<min(Int(n), 64) {
-                guard qp.sendCQ.space >= 1 else { break }
+                guard qp.sendCQ.room >= 1 else { break }
                 let w = qp.copySendWQE(qp.sqCons)
-                qp.sendCQ.push(requesterCQE(qp, w, UInt32(SLUICE_WC_WR_FLUSH_ERR), 0, 0), solicited: false)
+                qp.sendCQ.pushInOrder(requesterCQE(qp, w, UInt32(SLUICE_WC_WR_FLUSH_ERR), 0, 0), solicited: false)
                 qp.consumeSend()
                 did = true
             }
         }
         if qp.recvInFlight == 0, let n = qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity), n > 0 {
             for _ in 0..<min(Int(n), 64) {
-                guard qp.recvCQ.space >= 1 else { break }
+                guard qp.recvCQ.room >= 1 else { break }
                 let r = qp.copyRecvWQE(qp.rqCons)
                 var c = sluice_cqe()
                 c.wr_id = r.wr_id
                 c.status = UInt32(SLUICE_WC_WR_FLUSH_ERR)
                 c.opcode = UInt32(SLUICE_WC_OP_RECV)
                 c.qp_num = qp.qpn
-                qp.recvCQ.push(c, solicited: true)
+                qp.recvCQ.pushInOrder(c, solicited: true)
                 qp.consumeRecv()
                 did = true
             }

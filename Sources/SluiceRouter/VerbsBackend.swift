@@ -34,6 +34,12 @@ public final class VerbsBackend {
     /// Whether the device holds requests whose completions have not come.
     var busy: Bool { qpsByRealNumber.values.contains { !$0.inFlight.isEmpty || $0.recvInFlight > 0 } }
 
+    /// Whether completions wait for room in a tenant's ring. Only the
+    /// router moves them there, and a tenant polling its CQ rings no
+    /// doorbell: the router must look again soon even when the device
+    /// holds nothing (else they would wait for the next unrelated event).
+    var completionsWaiting: Bool { cqs.values.contains { !$0.waiting.isEmpty } }
+
     func refusal(_ e: RealError) -> Refusal {
         // A device that is gone answers everything with EIO, as libibverbs
         // does for a removed device.
@@ -111,9 +117,7 @@ public final class VerbsBackend {
             qpsByRealNumber[r.qpn] = nil
         }
         qp.real = nil
-        qp.inFlight.removeAll()
-        qp.behindInFlight.removeAll()
-        qp.recvInFlight = 0
+        forgetInFlight(qp)
     }
 
     /// Moves the real QP along with the tenant's, before the router commits
@@ -164,9 +168,7 @@ public final class VerbsBackend {
         case .error: _ = device.modifyQP(r.handle, RealQPAttributes(target: .error))
         case .reset:
             _ = device.modifyQP(r.handle, RealQPAttributes(target: .reset))
-            qp.inFlight.removeAll()
-            qp.behindInFlight.removeAll()
-            qp.recvInFlight = 0
+            forgetInFlight(qp)
         default: break
         }
     }
@@ -188,6 +190,10 @@ public final class VerbsBackend {
         guard let rq = qp.real, let rp = peer.real else { return .refused("no device QP") }
         guard qp.inFlight.count < Int(qp.sqCapacity) else { return .busy }
         if recv != nil && peer.recvInFlight >= Int(peer.rqCapacity) { return .busy }
+        let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
+        // The caller checked the tenant's rings have room (`room`, which
+        // counts what the device already owes them); the room for this
+        // request's completions is claimed below once it is posted.
         var send = RealSend(wrID: w.wr_id, opcode: w.opcode,
                             flags: w.send_flags & UInt32(SLUICE_SEND_FENCE | SLUICE_SEND_SOLICITED | SLUICE_SEND_INLINE)
                                 | UInt32(SLUICE_SEND_SIGNALED),
@@ -203,6 +209,7 @@ public final class VerbsBackend {
             if rc == ENOMEM { return .busy }
             guard rc == 0 else { return .refused("the device refused the receive: \(String(cString: strerror(rc)))") }
             peer.recvInFlight += 1
+            peer.recvCQ.deviceOwed += 1
         }
         let rc = device.postSend(rq.handle, send)
         guard rc == 0 else {
@@ -211,8 +218,8 @@ public final class VerbsBackend {
             // next for this connection (the QP goes to ERR now).
             return .refused("the device refused the request: \(String(cString: strerror(rc)))")
         }
-        let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
         qp.inFlight.append((w.wr_id, signaled))
+        if signaled { qp.sendCQ.deviceOwed += 1 }
         return .posted
     }
 
@@ -273,10 +280,10 @@ public final class VerbsBackend {
             cqe.sl = peer.attrs.ah.sl
         }
         if isRecv {
-            qp.recvInFlight = max(qp.recvInFlight - 1, 0)
+            received(qp)
             enqueue(qp.recvCQ, cqe, solicited: true)
         } else {
-            let sent = qp.inFlight.isEmpty ? (wrID: r.wrID, signaled: true) : qp.inFlight.removeFirst()
+            let sent = takeSent(qp) ?? (wrID: r.wrID, signaled: true)
             if sent.signaled || failed { enqueue(qp.sendCQ, cqe, solicited: false) }
             if qp.inFlight.isEmpty {
                 for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
@@ -291,11 +298,32 @@ public final class VerbsBackend {
     }
 
     private func enqueue(_ cq: CompletionQueue, _ cqe: sluice_cqe, solicited: Bool) {
-        if cq.waiting.isEmpty && cq.space > 0 {
-            cq.push(cqe, solicited: solicited)
-        } else {
-            cq.waiting.append((cqe, solicited))
-        }
+        cq.pushInOrder(cqe, solicited: solicited)
+    }
+
+    // MARK: what the device holds, and what it owes the tenants' rings
+
+    /// The oldest request the device holds for `qp`, its completion come.
+    private func takeSent(_ qp: QueuePair) -> (wrID: UInt64, signaled: Bool)? {
+        guard !qp.inFlight.isEmpty else { return nil }
+        let sent = qp.inFlight.removeFirst()
+        if sent.signaled { qp.sendCQ.deviceOwed = qp.sendCQ.deviceOwed &- min(qp.sendCQ.deviceOwed, 1) }
+        return sent
+    }
+
+    /// One of the receives posted to `qp`'s device QP completed.
+    private func received(_ qp: QueuePair) {
+        guard qp.recvInFlight > 0 else { return }
+        qp.recvInFlight -= 1
+        qp.recvCQ.deviceOwed = qp.recvCQ.deviceOwed &- min(qp.recvCQ.deviceOwed, 1)
+    }
+
+    /// The device will not complete what it holds for `qp` (destroyed,
+    /// reset, failed): what it owed the rings is released.
+    private func forgetInFlight(_ qp: QueuePair) {
+        while takeSent(qp) != nil {}
+        while qp.recvInFlight > 0 { received(qp) }
+        qp.behindInFlight.removeAll()
     }
 
     /// Takes the completion channel's events: each names a real CQ whose
@@ -335,24 +363,29 @@ public final class VerbsBackend {
         guard lost == nil else { return }
         lost = why
         router.recordDeviceLoss(why)
-        for qp in qpsByRealNumber.values {
-            var first = true
-            for sent in qp.inFlight {
-                var c = sluice_cqe()
-                c.wr_id = sent.wrID
-                c.status = UInt32(first ? SLUICE_WC_GENERAL_ERR : SLUICE_WC_WR_FLUSH_ERR)
-                c.qp_num = qp.qpn
-                enqueue(qp.sendCQ, c, solicited: false)
-                first = false
-            }
-            qp.inFlight.removeAll()
-            for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
-            qp.behindInFlight.removeAll()
-            qp.recvInFlight = 0
-            if qp.state != .reset && qp.state != .error {
-                router.enter(qp, .error)
-                qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
-            }
+        for qp in qpsByRealNumber.values { failHeld(qp, router: router, why: nil) }
+    }
+
+    /// The device will complete nothing more for `qp`: what it held
+    /// completes with GENERAL_ERR for the first and WR_FLUSH_ERR after (as
+    /// a NIC's removal does), and the QP moves to ERR with QP_FATAL.
+    private func failHeld(_ qp: QueuePair, router: Router, why: String?) {
+        var first = true
+        let held = qp.inFlight, behind = qp.behindInFlight
+        forgetInFlight(qp)
+        for sent in held {
+            var c = sluice_cqe()
+            c.wr_id = sent.wrID
+            c.status = UInt32(first ? SLUICE_WC_GENERAL_ERR : SLUICE_WC_WR_FLUSH_ERR)
+            c.qp_num = qp.qpn
+            enqueue(qp.sendCQ, c, solicited: false)
+            first = false
+        }
+        for c in behind { enqueue(qp.sendCQ, c, solicited: false) }
+        if qp.state != .reset && qp.state != .error {
+            if let why { router.denyDataPath(qp, why, rule: "device") }
+            router.enter(qp, .error)
+            qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
         }
     }
 }
