@@ -134,6 +134,13 @@ final class CompletionQueue {
     /// the device holds (signaled sends, receives), so that a completion
     /// the device delivers always has room waiting for it.
     var deviceOwed: UInt32 = 0
+    /// Verbs backend: the real CQ's entries the device may write (every
+    /// request the router posts is signaled, so one per posted send or
+    /// receive not yet polled), at most `realLimit`, and whether the
+    /// device reported the real CQ broken (IBV_EVENT_CQ_ERR).
+    var realOutstanding: UInt32 = 0
+    var realLimit: UInt32 = 0
+    var realFailed = false
 
     /// Free entries nobody has claimed: the ring's space less the
     /// completions that wait for it and those the device owes. On the

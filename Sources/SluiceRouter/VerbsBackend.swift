@@ -80,11 +80,30 @@ public final class VerbsBackend {
         mr.real = nil
     }
 
+    /// The real CQ. Every request the router posts is signaled (the
+    /// router needs each completion to keep order), so the real CQ takes
+    /// one entry per posted send and receive whatever the tenant asked
+    /// for; QPs are created after their CQ, so their depths are not known
+    /// here. The router therefore never lets the device hold more than
+    /// `realLimit` unpolled entries (a request beyond it waits at the head
+    /// of its send queue), and sizes the real CQ at twice that: the other
+    /// half absorbs completions of QPs destroyed or reset since the last
+    /// poll, whose entries the router has stopped counting. A NIC whose
+    /// CQ overran would report IBV_EVENT_CQ_ERR and stop.
     func createCQ(_ cq: CompletionQueue) throws {
         if lost != nil { throw refusal(RealError("ibv_create_cq", EIO)) }
-        switch device.createCQ(depth: cq.capacity) {
+        var result = device.createCQ(depth: cq.capacity * 2)
+        var limit = cq.capacity
+        if case .failure = result {
+            // The device's limit (max_cqe): half the tenant's depth in flight.
+            result = device.createCQ(depth: cq.capacity)
+            limit = max(cq.capacity / 2, 1)
+        }
+        switch result {
         case .success(let h):
             cq.real = h
+            cq.realLimit = limit
+            cq.realOutstanding = 0
             cqs[ObjectIdentifier(cq)] = cq
         case .failure(let e): throw refusal(e)
         }
@@ -190,6 +209,10 @@ public final class VerbsBackend {
         guard let rq = qp.real, let rp = peer.real else { return .refused("no device QP") }
         guard qp.inFlight.count < Int(qp.sqCapacity) else { return .busy }
         if recv != nil && peer.recvInFlight >= Int(peer.rqCapacity) { return .busy }
+        // The real CQs: one entry for the send, one for the receive.
+        let sendEntries: UInt32 = recv != nil && peer.recvCQ === qp.sendCQ ? 2 : 1
+        guard qp.sendCQ.realOutstanding + sendEntries <= qp.sendCQ.realLimit else { return .busy }
+        if recv != nil && peer.recvCQ !== qp.sendCQ && peer.recvCQ.realOutstanding >= peer.recvCQ.realLimit { return .busy }
         let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
         // The caller checked the tenant's rings have room (`room`, which
         // counts what the device already owes them); the room for this
@@ -210,6 +233,7 @@ public final class VerbsBackend {
             guard rc == 0 else { return .refused("the device refused the receive: \(String(cString: strerror(rc)))") }
             peer.recvInFlight += 1
             peer.recvCQ.deviceOwed += 1
+            peer.recvCQ.realOutstanding += 1
         }
         let rc = device.postSend(rq.handle, send)
         guard rc == 0 else {
@@ -220,6 +244,7 @@ public final class VerbsBackend {
         }
         qp.inFlight.append((w.wr_id, signaled))
         if signaled { qp.sendCQ.deviceOwed += 1 }
+        qp.sendCQ.realOutstanding += 1
         return .posted
     }
 
@@ -234,23 +259,29 @@ public final class VerbsBackend {
                 cq.push(c.cqe, solicited: c.solicited)
                 worked = true
             }
-            guard let real = cq.real, cq.waiting.isEmpty else { continue }
-            polled.removeAll(keepingCapacity: true)
-            var n = device.pollCQ(real, max: 16, into: &polled)
-            if n == 0 && !cq.realArmed && lost == nil {
-                // Empty: arm it so that its next completion wakes the router
-                // (the completion channel is in the epoll set), then look
-                // once more for one that arrived before the arming.
-                cq.realArmed = device.armCQ(real) == 0
-                n = device.pollCQ(real, max: 16, into: &polled)
-            }
-            if n < 0 {
-                deviceFailed("ibv_poll_cq: \(String(cString: strerror(-Int32(n))))", router: router)
-                return true
-            }
-            for r in polled {
-                deliver(r, from: cq, router: router)
-                worked = true
+            // The real CQ is drained even while completions wait for the
+            // tenant's ring (they join `waiting`): left unpolled, it could
+            // overrun, which a NIC reports as a CQ error.
+            guard let real = cq.real, !cq.realFailed else { continue }
+            for _ in 0...(Int(cq.realLimit) * 2 / 16 + 1) {
+                polled.removeAll(keepingCapacity: true)
+                var n = device.pollCQ(real, max: 16, into: &polled)
+                if n == 0 && !cq.realArmed && lost == nil {
+                    // Empty: arm it so that its next completion wakes the router
+                    // (the completion channel is in the epoll set), then look
+                    // once more for one that arrived before the arming.
+                    cq.realArmed = device.armCQ(real) == 0
+                    n = device.pollCQ(real, max: 16, into: &polled)
+                }
+                if n < 0 {
+                    deviceFailed("ibv_poll_cq: \(String(cString: strerror(-Int32(n))))", router: router)
+                    return true
+                }
+                for r in polled {
+                    deliver(r, from: cq, router: router)
+                    worked = true
+                }
+                if n < 16 { break }
             }
         }
         return worked
@@ -307,6 +338,7 @@ public final class VerbsBackend {
     private func takeSent(_ qp: QueuePair) -> (wrID: UInt64, signaled: Bool)? {
         guard !qp.inFlight.isEmpty else { return nil }
         let sent = qp.inFlight.removeFirst()
+        qp.sendCQ.realOutstanding = qp.sendCQ.realOutstanding &- min(qp.sendCQ.realOutstanding, 1)
         if sent.signaled { qp.sendCQ.deviceOwed = qp.sendCQ.deviceOwed &- min(qp.sendCQ.deviceOwed, 1) }
         return sent
     }
@@ -315,6 +347,7 @@ public final class VerbsBackend {
     private func received(_ qp: QueuePair) {
         guard qp.recvInFlight > 0 else { return }
         qp.recvInFlight -= 1
+        qp.recvCQ.realOutstanding = qp.recvCQ.realOutstanding &- min(qp.recvCQ.realOutstanding, 1)
         qp.recvCQ.deviceOwed = qp.recvCQ.deviceOwed &- min(qp.recvCQ.deviceOwed, 1)
     }
 
@@ -348,6 +381,15 @@ public final class VerbsBackend {
                 router.denyDataPath(qp, "the device reported the QP failed", rule: "device")
                 router.enter(qp, .error)
                 qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+            case .completionQueueFailed(let h):
+                // The real CQ overran or broke: its completions are lost, so
+                // every QP completing into it fails, as on a NIC.
+                guard let cq = cqs.values.first(where: { $0.real == h }), !cq.realFailed else { continue }
+                cq.realFailed = true
+                router.recordDeviceLoss("IBV_EVENT_CQ_ERR on the device CQ of tenant CQ \(cq.handle): its QPs fail")
+                for qp in qpsByRealNumber.values where qp.sendCQ === cq || qp.recvCQ === cq {
+                    failHeld(qp, router: router, why: "the device reported the QP's CQ failed (IBV_EVENT_CQ_ERR)")
+                }
             case .deviceFailed(let why):
                 deviceFailed(why, router: router)
                 return false

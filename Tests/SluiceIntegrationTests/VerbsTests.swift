@@ -396,3 +396,33 @@ extension VerbsTests {
         y.assertQuiet()
     }
 }
+
+extension VerbsTests {
+    /// Mostly unsignaled requests against a CQ far smaller than the send
+    /// queue: on the verbs backend every device request is signaled, so
+    /// the router must not let the device hold more than its real CQ takes
+    /// (a NIC would overrun it: IBV_EVENT_CQ_ERR); they wait and all run.
+    func testUnsignaledBurstsBeyondTheCQAllRun() throws {
+        let x = try VerbsEndpoint(socket: router.socket("alpha"), cqDepth: 4)
+        let y = try VerbsEndpoint(socket: router.socket("alpha"), cqDepth: 4)
+        let qx = try x.createQP(sendDepth: 32, recvDepth: 4, sge: 1)
+        let qy = try y.createQP(sendDepth: 4, recvDepth: 4, sge: 1)
+        try x.connect(qx, to: qy, of: y, access: rw)
+        try y.connect(qy, to: qx, of: x, access: rw)
+        let src = TestBuffer(pages: 1), dst = TestBuffer(pages: 1)
+        let sm = try x.register(src.base, 4096, rw), dm = try y.register(dst.base, 4096, rw)
+        for round in 0..<4 {
+            for i in 0..<30 {
+                src.base.storeBytes(of: UInt8(truncatingIfNeeded: i + round), toByteOffset: 64 * i, as: UInt8.self)
+                try x.postSend(qx, id: UInt64(100 * round + i), IBV_WR_RDMA_WRITE, [sge(src.base + 64 * i, 8, sm)],
+                               flags: i % 10 == 9 ? IBV_SEND_SIGNALED : ibv_send_flags(0),
+                               remote: (addr(dst.base + 64 * i), dm.pointee.rkey))
+            }
+            let wcs = x.poll(3)
+            XCTAssertEqual(wcs.map(\.wr_id), [9, 19, 29].map { UInt64(100 * round + $0) }, "round \(round)")
+            XCTAssertTrue(wcs.allSatisfy { $0.status == IBV_WC_SUCCESS }, "round \(round): \(wcs.map(\.status.rawValue))")
+            for i in 0..<30 { XCTAssertEqual(dst.bytes(64 * i, 1), [UInt8(truncatingIfNeeded: i + round)], "round \(round) write \(i)") }
+        }
+        x.assertQuiet()
+    }
+}
