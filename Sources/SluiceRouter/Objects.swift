@@ -290,6 +290,8 @@ final class QueuePair {
     /// router made itself that must wait behind those.
     var real: RealQP?
     var realSendPSN: UInt32 = 0
+    /// The PSN its real QP expects from its peer (set at RTR).
+    var realRecvPSN: UInt32 = 0
     var inFlight: [(wrID: UInt64, signaled: Bool)] = []
     var recvInFlight = 0
     var behindInFlight: [sluice_cqe] = []

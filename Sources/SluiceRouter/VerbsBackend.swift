@@ -124,7 +124,6 @@ public final class VerbsBackend {
                                sendSGE: sendSGE, recvSGE: recvSGE, inlineBytes: qp.maxInline) {
         case .success(let r):
             qp.real = r
-            qp.realSendPSN = UInt32.random(in: 0...0xff_ffff)
             qpsByRealNumber[r.qpn] = qp
         case .failure(let e): throw refusal(e)
         }
@@ -159,7 +158,7 @@ public final class VerbsBackend {
             a = RealQPAttributes(target: .readyToReceive)
             a.pathMTU = min(attrs.pathMTU, device.activeMTU)
             a.destQPN = pr.qpn
-            a.rqPSN = peer.realSendPSN
+            a.rqPSN = VerbsBackend.receivePSN(qp, from: peer)
             a.maxDestRdAtomic = max(attrs.maxDestRdAtomic, 1)
             a.minRNRTimer = attrs.minRNRTimer
             a.dlid = device.lid
@@ -167,7 +166,7 @@ public final class VerbsBackend {
             if device.lid == 0 { a.dgid = device.gid }
         case .rts:
             a = RealQPAttributes(target: .readyToSend)
-            a.sqPSN = qp.realSendPSN
+            a.sqPSN = qp.peer.map { VerbsBackend.sendPSN(qp, to: $0) } ?? VerbsBackend.freshPSN()
             a.timeout = attrs.timeout
             a.retryCount = attrs.retryCount
             a.rnrRetry = attrs.rnrRetry
@@ -177,6 +176,35 @@ public final class VerbsBackend {
         }
         let rc = device.modifyQP(r.handle, a)
         guard rc == 0 else { throw refusal(RealError("ibv_modify_qp", rc)) }
+        switch target {
+        case .rtr: qp.realRecvPSN = a.rqPSN
+        case .rts: qp.realSendPSN = a.sqPSN
+        default: break
+        }
+    }
+
+    // MARK: PSNs
+
+    /// The router chooses every PSN, afresh for each connection: a QP
+    /// reset and connected again must not start where the old connection
+    /// did, or its peer could take the new packets for duplicates of the
+    /// old ones (and a reconnect's PSNs would be predictable). One
+    /// direction's PSN is drawn by whichever end moves first: the
+    /// receiver at RTR, or the sender at RTS; the other end uses it.
+    static func freshPSN() -> UInt32 { UInt32.random(in: 0...0xff_ffff) }
+
+    /// The PSN `qp` (going to RTR) expects from `peer`: the one `peer`
+    /// already sends with if it is at RTS towards `qp`, else a new one.
+    static func receivePSN(_ qp: QueuePair, from peer: QueuePair) -> UInt32 {
+        if peer.state == .rts, peer.peer === qp { return peer.realSendPSN }
+        return freshPSN()
+    }
+
+    /// The PSN `qp` (going to RTS) sends with to `peer`: the one `peer`
+    /// expects if it is already at RTR or RTS towards `qp`, else a new one.
+    static func sendPSN(_ qp: QueuePair, to peer: QueuePair) -> UInt32 {
+        if peer.state == .rtr || peer.state == .rts, peer.peer === qp { return peer.realRecvPSN }
+        return freshPSN()
     }
 
     /// The router moved a QP itself (ERR after a failed request, a policy
