@@ -482,7 +482,15 @@ final class SoftwareFabric {
                 } else {
                     src.append((UnsafeRawPointer(p), Int(sge.length)))
                 }
-                if device != nil { realLocal.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: mr.real?.lkey ?? 0)) }
+                if device != nil {
+                    // Never a key the router did not get from the device (0 is
+                    // the reserved lkey on some NICs: all of memory).
+                    guard let real = mr.real else {
+                        return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "device",
+                                    "lkey 0x\(String(sge.lkey, radix: 16)) has no device registration")
+                    }
+                    realLocal.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: real.lkey))
+                }
                 total += UInt64(sge.length)
             }
             guard total <= 1 << 31 else {
@@ -549,7 +557,13 @@ final class SoftwareFabric {
                                           wcOpcode, router, "lkey", "receive lkey 0x\(String(sge.lkey, radix: 16)) does not cover its buffer")
                 }
                 dst.append((p, Int(sge.length)))
-                if device != nil { realRecv.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: mr.real?.lkey ?? 0)) }
+                if device != nil {
+                    guard let real = mr.real else {
+                        return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_PROT_ERR), remote: UInt32(SLUICE_WC_REM_OP_ERR),
+                                              wcOpcode, router, "device", "receive lkey 0x\(String(sge.lkey, radix: 16)) has no device registration")
+                    }
+                    realRecv.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: real.lkey))
+                }
                 room += UInt64(sge.length)
             }
             guard room >= total else {
@@ -600,9 +614,15 @@ final class SoftwareFabric {
                 }
                 if let device {
                     // The device's rkey for the router's own mapping, at the
-                    // router's address of the checked range.
+                    // router's address of the checked range; never a key the
+                    // router did not get from the device. (Not a guess by the
+                    // tenant: not counted toward key guessing.)
+                    guard let real = mr.real else {
+                        return fail(qp, w, UInt32(SLUICE_WC_REM_ACCESS_ERR), wcOpcode, router, "device",
+                                    "rkey 0x\(String(w.rkey, radix: 16)) has no device registration")
+                    }
                     return onDevice(device, qp, peer, w, wcOpcode, recv: recv, local: realLocal, inline: inlineSGE(w), receive: [],
-                                       remote: (UInt64(UInt(bitPattern: p)), mr.real?.rkey ?? 0), now: now, router: router)
+                                       remote: (UInt64(UInt(bitPattern: p)), real.rkey), now: now, router: router)
                 }
                 if isAtomic {
                     let word = p.assumingMemoryBound(to: UInt64.self)
