@@ -293,7 +293,10 @@ final class QueuePair {
     /// The PSN its real QP expects from its peer (set at RTR).
     var realRecvPSN: UInt32 = 0
     var inFlight: [(wrID: UInt64, signaled: Bool)] = []
-    var recvInFlight = 0
+    /// The receives posted to its device QP, oldest first (an RC QP
+    /// completes them in that order), by the tenant's wr_id.
+    var recvHeld: [UInt64] = []
+    var recvInFlight: Int { recvHeld.count }
     var behindInFlight: [sluice_cqe] = []
 
     init(qpn: UInt32, session: Session, pd: ProtectionDomain, sendCQ: CompletionQueue, recvCQ: CompletionQueue,

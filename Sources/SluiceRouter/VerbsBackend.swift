@@ -259,7 +259,7 @@ public final class VerbsBackend {
             let rc = device.postRecv(rp.handle, RealRecv(wrID: r.wr_id, sges: receive))
             if rc == ENOMEM { return .busy }
             guard rc == 0 else { return .refused("the device refused the receive: \(String(cString: strerror(rc)))") }
-            peer.recvInFlight += 1
+            peer.recvHeld.append(r.wr_id)
             peer.recvCQ.deviceOwed += 1
             peer.recvCQ.realOutstanding += 1
         }
@@ -373,8 +373,8 @@ public final class VerbsBackend {
 
     /// One of the receives posted to `qp`'s device QP completed.
     private func received(_ qp: QueuePair) {
-        guard qp.recvInFlight > 0 else { return }
-        qp.recvInFlight -= 1
+        guard !qp.recvHeld.isEmpty else { return }
+        qp.recvHeld.removeFirst()
         qp.recvCQ.realOutstanding = qp.recvCQ.realOutstanding &- min(qp.recvCQ.realOutstanding, 1)
         qp.recvCQ.deviceOwed = qp.recvCQ.deviceOwed &- min(qp.recvCQ.deviceOwed, 1)
     }
@@ -441,7 +441,7 @@ public final class VerbsBackend {
     /// a NIC's removal does), and the QP moves to ERR with QP_FATAL.
     private func failHeld(_ qp: QueuePair, router: Router, why: String?) {
         var first = true
-        let held = qp.inFlight, behind = qp.behindInFlight
+        let held = qp.inFlight, behind = qp.behindInFlight, receives = qp.recvHeld
         forgetInFlight(qp)
         for sent in held {
             var c = sluice_cqe()
@@ -452,6 +452,17 @@ public final class VerbsBackend {
             first = false
         }
         for c in behind { enqueue(qp.sendCQ, c, solicited: false) }
+        // The receives the device held are flushed, as a NIC flushes a
+        // failed QP's receive queue (before the ring's rest, which the
+        // fabric's flush completes next).
+        for id in receives {
+            var c = sluice_cqe()
+            c.wr_id = id
+            c.status = UInt32(SLUICE_WC_WR_FLUSH_ERR)
+            c.opcode = UInt32(SLUICE_WC_OP_RECV)
+            c.qp_num = qp.qpn
+            enqueue(qp.recvCQ, c, solicited: true)
+        }
         if qp.state != .reset && qp.state != .error {
             if let why { router.denyDataPath(qp, why, rule: "device") }
             router.enter(qp, .error)
