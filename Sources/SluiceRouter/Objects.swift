@@ -130,6 +130,26 @@ final class CompletionQueue {
     var waiting: [(cqe: sluice_cqe, solicited: Bool)] = []
     /// The real CQ is armed: its next completion wakes the router.
     var realArmed = false
+    /// Verbs backend: entries of the tenant's ring promised to requests
+    /// the device holds (signaled sends, receives), so that a completion
+    /// the device delivers always has room waiting for it.
+    var deviceOwed: UInt32 = 0
+    /// Verbs backend: the real CQ's entries the device may write (every
+    /// request the router posts is signaled, so one per posted send or
+    /// receive not yet polled), at most `realLimit`, and whether the
+    /// device reported the real CQ broken (IBV_EVENT_CQ_ERR).
+    var realOutstanding: UInt32 = 0
+    var realLimit: UInt32 = 0
+    var realFailed = false
+
+    /// Free entries nobody has claimed: the ring's space less the
+    /// completions that wait for it and those the device owes. On the
+    /// software fabric (nothing waits, nothing is owed) this is `space`.
+    var room: UInt32 {
+        let s = space
+        let claimed = UInt64(waiting.count) + UInt64(deviceOwed)
+        return UInt64(s) > claimed ? s - UInt32(claimed) : 0
+    }
 
     init(capacity: UInt32, mapping: SharedMapping, channel: CompletionChannel?) {
         self.capacity = capacity
@@ -147,6 +167,16 @@ final class CompletionQueue {
         let cons = sluice_load_acquire(&shared.pointee.ring.cons)
         let used = prod &- cons
         return used > capacity ? 0 : capacity - used
+    }
+
+    /// Writes one completion behind any that wait, into the ring when it
+    /// has room, else onto `waiting` (moved to the ring as the tenant polls).
+    func pushInOrder(_ cqe: sluice_cqe, solicited: Bool) {
+        if waiting.isEmpty && space > 0 {
+            push(cqe, solicited: solicited)
+        } else {
+            waiting.append((cqe, solicited))
+        }
     }
 
     /// Writes one completion. Callers check `space` first.
@@ -260,8 +290,13 @@ final class QueuePair {
     /// router made itself that must wait behind those.
     var real: RealQP?
     var realSendPSN: UInt32 = 0
+    /// The PSN its real QP expects from its peer (set at RTR).
+    var realRecvPSN: UInt32 = 0
     var inFlight: [(wrID: UInt64, signaled: Bool)] = []
-    var recvInFlight = 0
+    /// The receives posted to its device QP, oldest first (an RC QP
+    /// completes them in that order), by the tenant's wr_id.
+    var recvHeld: [UInt64] = []
+    var recvInFlight: Int { recvHeld.count }
     var behindInFlight: [sluice_cqe] = []
 
     init(qpn: UInt32, session: Session, pd: ProtectionDomain, sendCQ: CompletionQueue, recvCQ: CompletionQueue,

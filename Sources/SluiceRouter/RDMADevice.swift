@@ -48,6 +48,7 @@ public protocol RDMADevice: AnyObject {
 public enum RealAsyncEvent {
     case none                   // nothing (more) to read
     case queuePairFailed(UInt32) // a real QP (by real QPN) went to ERR
+    case completionQueueFailed(RealHandle) // a real CQ overran or broke (IBV_EVENT_CQ_ERR)
     case deviceFailed(String)   // the device is gone (removed, reset, its router died)
     case other
 }

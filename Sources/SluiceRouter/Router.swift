@@ -271,6 +271,12 @@ public final class Router {
                 let soon = Sys.monotonicNanos() + 100_000_000
                 wake = min(wake ?? soon, soon)
             }
+            // Completions waiting for room in a tenant's ring move only when
+            // the router looks, and polling a CQ rings no doorbell.
+            if let v = verbs, v.completionsWaiting {
+                let soon = Sys.monotonicNanos() + 1_000_000
+                wake = min(wake ?? soon, soon)
+            }
             if fabric.sessionList.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
             if let deadline = wake {
                 let t = Sys.monotonicNanos()

@@ -425,7 +425,7 @@ final class SoftwareFabric {
 
     private func execute(_ qp: QueuePair, _ w: sluice_send_wqe, now: UInt64, router: Router) -> Outcome {
         // Every outcome writes at most one completion to the send CQ.
-        guard qp.sendCQ.space >= 1 else { return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1)) }
+        guard qp.sendCQ.room >= 1 else { return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1)) }
         let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
         let wcOpcode: UInt32
         switch Int(w.opcode) {
@@ -482,7 +482,15 @@ final class SoftwareFabric {
                 } else {
                     src.append((UnsafeRawPointer(p), Int(sge.length)))
                 }
-                if device != nil { realLocal.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: mr.real?.lkey ?? 0)) }
+                if device != nil {
+                    // Never a key the router did not get from the device (0 is
+                    // the reserved lkey on some NICs: all of memory).
+                    guard let real = mr.real else {
+                        return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "device",
+                                    "lkey 0x\(String(sge.lkey, radix: 16)) has no device registration")
+                    }
+                    realLocal.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: real.lkey))
+                }
                 total += UInt64(sge.length)
             }
             guard total <= 1 << 31 else {
@@ -527,7 +535,7 @@ final class SoftwareFabric {
             }
             if avail == 0 { return stallOrFail(qp, w, .receiverNotReady, wcOpcode, now: now, router: router) }
             let needed: UInt32 = peer.recvCQ === qp.sendCQ ? 2 : 1
-            guard peer.recvCQ.space >= needed else {
+            guard peer.recvCQ.room >= needed else {
                 return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1))
             }
             recv = peer.copyRecvWQE(peer.rqCons)
@@ -549,7 +557,13 @@ final class SoftwareFabric {
                                           wcOpcode, router, "lkey", "receive lkey 0x\(String(sge.lkey, radix: 16)) does not cover its buffer")
                 }
                 dst.append((p, Int(sge.length)))
-                if device != nil { realRecv.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: mr.real?.lkey ?? 0)) }
+                if device != nil {
+                    guard let real = mr.real else {
+                        return responderError(qp, peer, w, r, local: UInt32(SLUICE_WC_LOC_PROT_ERR), remote: UInt32(SLUICE_WC_REM_OP_ERR),
+                                              wcOpcode, router, "device", "receive lkey 0x\(String(sge.lkey, radix: 16)) has no device registration")
+                    }
+                    realRecv.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: real.lkey))
+                }
                 room += UInt64(sge.length)
             }
             guard room >= total else {
@@ -600,9 +614,15 @@ final class SoftwareFabric {
                 }
                 if let device {
                     // The device's rkey for the router's own mapping, at the
-                    // router's address of the checked range.
+                    // router's address of the checked range; never a key the
+                    // router did not get from the device. (Not a guess by the
+                    // tenant: not counted toward key guessing.)
+                    guard let real = mr.real else {
+                        return fail(qp, w, UInt32(SLUICE_WC_REM_ACCESS_ERR), wcOpcode, router, "device",
+                                    "rkey 0x\(String(w.rkey, radix: 16)) has no device registration")
+                    }
                     return onDevice(device, qp, peer, w, wcOpcode, recv: recv, local: realLocal, inline: inlineSGE(w), receive: [],
-                                       remote: (UInt64(UInt(bitPattern: p)), mr.real?.rkey ?? 0), now: now, router: router)
+                                       remote: (UInt64(UInt(bitPattern: p)), real.rkey), now: now, router: router)
                 }
                 if isAtomic {
                     let word = p.assumingMemoryBound(to: UInt64.self)
@@ -715,7 +735,7 @@ final class SoftwareFabric {
             // the order of the send queue.
             qp.behindInFlight.append(cqe)
         } else {
-            qp.sendCQ.push(cqe, solicited: false)
+            qp.sendCQ.pushInOrder(cqe, solicited: false)
         }
         qp.held = nil
         qp.stall = nil
@@ -745,7 +765,7 @@ final class SoftwareFabric {
         c.opcode = UInt32(SLUICE_WC_OP_RECV)
         c.qp_num = peer.qpn
         c.src_qp = qp.qpn
-        peer.recvCQ.push(c, solicited: true)
+        peer.recvCQ.pushInOrder(c, solicited: true)
         router.denyDataPath(peer, reason, rule: rule)
         router.enter(peer, .error)
         return fail(qp, w, remote, opcode, router, rule, "remote: " + reason)
@@ -846,23 +866,23 @@ final class SoftwareFabric {
         let deviceHoldsSends = !qp.inFlight.isEmpty || !qp.behindInFlight.isEmpty
         if !deviceHoldsSends, let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity), n > 0 {
             for _ in 0..<min(Int(n), 64) {
-                guard qp.sendCQ.space >= 1 else { break }
+                guard qp.sendCQ.room >= 1 else { break }
                 let w = qp.copySendWQE(qp.sqCons)
-                qp.sendCQ.push(requesterCQE(qp, w, UInt32(SLUICE_WC_WR_FLUSH_ERR), 0, 0), solicited: false)
+                qp.sendCQ.pushInOrder(requesterCQE(qp, w, UInt32(SLUICE_WC_WR_FLUSH_ERR), 0, 0), solicited: false)
                 qp.consumeSend()
                 did = true
             }
         }
         if qp.recvInFlight == 0, let n = qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity), n > 0 {
             for _ in 0..<min(Int(n), 64) {
-                guard qp.recvCQ.space >= 1 else { break }
+                guard qp.recvCQ.room >= 1 else { break }
                 let r = qp.copyRecvWQE(qp.rqCons)
                 var c = sluice_cqe()
                 c.wr_id = r.wr_id
                 c.status = UInt32(SLUICE_WC_WR_FLUSH_ERR)
                 c.opcode = UInt32(SLUICE_WC_OP_RECV)
                 c.qp_num = qp.qpn
-                qp.recvCQ.push(c, solicited: true)
+                qp.recvCQ.pushInOrder(c, solicited: true)
                 qp.consumeRecv()
                 did = true
             }

@@ -34,6 +34,12 @@ public final class VerbsBackend {
     /// Whether the device holds requests whose completions have not come.
     var busy: Bool { qpsByRealNumber.values.contains { !$0.inFlight.isEmpty || $0.recvInFlight > 0 } }
 
+    /// Whether completions wait for room in a tenant's ring. Only the
+    /// router moves them there, and a tenant polling its CQ rings no
+    /// doorbell: the router must look again soon even when the device
+    /// holds nothing (else they would wait for the next unrelated event).
+    var completionsWaiting: Bool { cqs.values.contains { !$0.waiting.isEmpty } }
+
     func refusal(_ e: RealError) -> Refusal {
         // A device that is gone answers everything with EIO, as libibverbs
         // does for a removed device.
@@ -74,11 +80,30 @@ public final class VerbsBackend {
         mr.real = nil
     }
 
+    /// The real CQ. Every request the router posts is signaled (the
+    /// router needs each completion to keep order), so the real CQ takes
+    /// one entry per posted send and receive whatever the tenant asked
+    /// for; QPs are created after their CQ, so their depths are not known
+    /// here. The router therefore never lets the device hold more than
+    /// `realLimit` unpolled entries (a request beyond it waits at the head
+    /// of its send queue), and sizes the real CQ at twice that: the other
+    /// half absorbs completions of QPs destroyed or reset since the last
+    /// poll, whose entries the router has stopped counting. A NIC whose
+    /// CQ overran would report IBV_EVENT_CQ_ERR and stop.
     func createCQ(_ cq: CompletionQueue) throws {
         if lost != nil { throw refusal(RealError("ibv_create_cq", EIO)) }
-        switch device.createCQ(depth: cq.capacity) {
+        var result = device.createCQ(depth: cq.capacity * 2)
+        var limit = cq.capacity
+        if case .failure = result {
+            // The device's limit (max_cqe): half the tenant's depth in flight.
+            result = device.createCQ(depth: cq.capacity)
+            limit = max(cq.capacity / 2, 1)
+        }
+        switch result {
         case .success(let h):
             cq.real = h
+            cq.realLimit = limit
+            cq.realOutstanding = 0
             cqs[ObjectIdentifier(cq)] = cq
         case .failure(let e): throw refusal(e)
         }
@@ -99,7 +124,6 @@ public final class VerbsBackend {
                                sendSGE: sendSGE, recvSGE: recvSGE, inlineBytes: qp.maxInline) {
         case .success(let r):
             qp.real = r
-            qp.realSendPSN = UInt32.random(in: 0...0xff_ffff)
             qpsByRealNumber[r.qpn] = qp
         case .failure(let e): throw refusal(e)
         }
@@ -111,9 +135,7 @@ public final class VerbsBackend {
             qpsByRealNumber[r.qpn] = nil
         }
         qp.real = nil
-        qp.inFlight.removeAll()
-        qp.behindInFlight.removeAll()
-        qp.recvInFlight = 0
+        forgetInFlight(qp)
     }
 
     /// Moves the real QP along with the tenant's, before the router commits
@@ -136,7 +158,7 @@ public final class VerbsBackend {
             a = RealQPAttributes(target: .readyToReceive)
             a.pathMTU = min(attrs.pathMTU, device.activeMTU)
             a.destQPN = pr.qpn
-            a.rqPSN = peer.realSendPSN
+            a.rqPSN = VerbsBackend.receivePSN(qp, from: peer)
             a.maxDestRdAtomic = max(attrs.maxDestRdAtomic, 1)
             a.minRNRTimer = attrs.minRNRTimer
             a.dlid = device.lid
@@ -144,7 +166,7 @@ public final class VerbsBackend {
             if device.lid == 0 { a.dgid = device.gid }
         case .rts:
             a = RealQPAttributes(target: .readyToSend)
-            a.sqPSN = qp.realSendPSN
+            a.sqPSN = qp.peer.map { VerbsBackend.sendPSN(qp, to: $0) } ?? VerbsBackend.freshPSN()
             a.timeout = attrs.timeout
             a.retryCount = attrs.retryCount
             a.rnrRetry = attrs.rnrRetry
@@ -154,6 +176,35 @@ public final class VerbsBackend {
         }
         let rc = device.modifyQP(r.handle, a)
         guard rc == 0 else { throw refusal(RealError("ibv_modify_qp", rc)) }
+        switch target {
+        case .rtr: qp.realRecvPSN = a.rqPSN
+        case .rts: qp.realSendPSN = a.sqPSN
+        default: break
+        }
+    }
+
+    // MARK: PSNs
+
+    /// The router chooses every PSN, afresh for each connection: a QP
+    /// reset and connected again must not start where the old connection
+    /// did, or its peer could take the new packets for duplicates of the
+    /// old ones (and a reconnect's PSNs would be predictable). One
+    /// direction's PSN is drawn by whichever end moves first: the
+    /// receiver at RTR, or the sender at RTS; the other end uses it.
+    static func freshPSN() -> UInt32 { UInt32.random(in: 0...0xff_ffff) }
+
+    /// The PSN `qp` (going to RTR) expects from `peer`: the one `peer`
+    /// already sends with if it is at RTS towards `qp`, else a new one.
+    static func receivePSN(_ qp: QueuePair, from peer: QueuePair) -> UInt32 {
+        if peer.state == .rts, peer.peer === qp { return peer.realSendPSN }
+        return freshPSN()
+    }
+
+    /// The PSN `qp` (going to RTS) sends with to `peer`: the one `peer`
+    /// expects if it is already at RTR or RTS towards `qp`, else a new one.
+    static func sendPSN(_ qp: QueuePair, to peer: QueuePair) -> UInt32 {
+        if peer.state == .rtr || peer.state == .rts, peer.peer === qp { return peer.realRecvPSN }
+        return freshPSN()
     }
 
     /// The router moved a QP itself (ERR after a failed request, a policy
@@ -164,9 +215,7 @@ public final class VerbsBackend {
         case .error: _ = device.modifyQP(r.handle, RealQPAttributes(target: .error))
         case .reset:
             _ = device.modifyQP(r.handle, RealQPAttributes(target: .reset))
-            qp.inFlight.removeAll()
-            qp.behindInFlight.removeAll()
-            qp.recvInFlight = 0
+            forgetInFlight(qp)
         default: break
         }
     }
@@ -188,6 +237,14 @@ public final class VerbsBackend {
         guard let rq = qp.real, let rp = peer.real else { return .refused("no device QP") }
         guard qp.inFlight.count < Int(qp.sqCapacity) else { return .busy }
         if recv != nil && peer.recvInFlight >= Int(peer.rqCapacity) { return .busy }
+        // The real CQs: one entry for the send, one for the receive.
+        let sendEntries: UInt32 = recv != nil && peer.recvCQ === qp.sendCQ ? 2 : 1
+        guard qp.sendCQ.realOutstanding + sendEntries <= qp.sendCQ.realLimit else { return .busy }
+        if recv != nil && peer.recvCQ !== qp.sendCQ && peer.recvCQ.realOutstanding >= peer.recvCQ.realLimit { return .busy }
+        let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
+        // The caller checked the tenant's rings have room (`room`, which
+        // counts what the device already owes them); the room for this
+        // request's completions is claimed below once it is posted.
         var send = RealSend(wrID: w.wr_id, opcode: w.opcode,
                             flags: w.send_flags & UInt32(SLUICE_SEND_FENCE | SLUICE_SEND_SOLICITED | SLUICE_SEND_INLINE)
                                 | UInt32(SLUICE_SEND_SIGNALED),
@@ -202,7 +259,9 @@ public final class VerbsBackend {
             let rc = device.postRecv(rp.handle, RealRecv(wrID: r.wr_id, sges: receive))
             if rc == ENOMEM { return .busy }
             guard rc == 0 else { return .refused("the device refused the receive: \(String(cString: strerror(rc)))") }
-            peer.recvInFlight += 1
+            peer.recvHeld.append(r.wr_id)
+            peer.recvCQ.deviceOwed += 1
+            peer.recvCQ.realOutstanding += 1
         }
         let rc = device.postSend(rq.handle, send)
         guard rc == 0 else {
@@ -211,8 +270,9 @@ public final class VerbsBackend {
             // next for this connection (the QP goes to ERR now).
             return .refused("the device refused the request: \(String(cString: strerror(rc)))")
         }
-        let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
         qp.inFlight.append((w.wr_id, signaled))
+        if signaled { qp.sendCQ.deviceOwed += 1 }
+        qp.sendCQ.realOutstanding += 1
         return .posted
     }
 
@@ -227,23 +287,29 @@ public final class VerbsBackend {
                 cq.push(c.cqe, solicited: c.solicited)
                 worked = true
             }
-            guard let real = cq.real, cq.waiting.isEmpty else { continue }
-            polled.removeAll(keepingCapacity: true)
-            var n = device.pollCQ(real, max: 16, into: &polled)
-            if n == 0 && !cq.realArmed && lost == nil {
-                // Empty: arm it so that its next completion wakes the router
-                // (the completion channel is in the epoll set), then look
-                // once more for one that arrived before the arming.
-                cq.realArmed = device.armCQ(real) == 0
-                n = device.pollCQ(real, max: 16, into: &polled)
-            }
-            if n < 0 {
-                deviceFailed("ibv_poll_cq: \(String(cString: strerror(-Int32(n))))", router: router)
-                return true
-            }
-            for r in polled {
-                deliver(r, from: cq, router: router)
-                worked = true
+            // The real CQ is drained even while completions wait for the
+            // tenant's ring (they join `waiting`): left unpolled, it could
+            // overrun, which a NIC reports as a CQ error.
+            guard let real = cq.real, !cq.realFailed else { continue }
+            for _ in 0...(Int(cq.realLimit) * 2 / 16 + 1) {
+                polled.removeAll(keepingCapacity: true)
+                var n = device.pollCQ(real, max: 16, into: &polled)
+                if n == 0 && !cq.realArmed && lost == nil {
+                    // Empty: arm it so that its next completion wakes the router
+                    // (the completion channel is in the epoll set), then look
+                    // once more for one that arrived before the arming.
+                    cq.realArmed = device.armCQ(real) == 0
+                    n = device.pollCQ(real, max: 16, into: &polled)
+                }
+                if n < 0 {
+                    deviceFailed("ibv_poll_cq: \(String(cString: strerror(-Int32(n))))", router: router)
+                    return true
+                }
+                for r in polled {
+                    deliver(r, from: cq, router: router)
+                    worked = true
+                }
+                if n < 16 { break }
             }
         }
         return worked
@@ -273,10 +339,10 @@ public final class VerbsBackend {
             cqe.sl = peer.attrs.ah.sl
         }
         if isRecv {
-            qp.recvInFlight = max(qp.recvInFlight - 1, 0)
+            received(qp)
             enqueue(qp.recvCQ, cqe, solicited: true)
         } else {
-            let sent = qp.inFlight.isEmpty ? (wrID: r.wrID, signaled: true) : qp.inFlight.removeFirst()
+            let sent = takeSent(qp) ?? (wrID: r.wrID, signaled: true)
             if sent.signaled || failed { enqueue(qp.sendCQ, cqe, solicited: false) }
             if qp.inFlight.isEmpty {
                 for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
@@ -291,11 +357,34 @@ public final class VerbsBackend {
     }
 
     private func enqueue(_ cq: CompletionQueue, _ cqe: sluice_cqe, solicited: Bool) {
-        if cq.waiting.isEmpty && cq.space > 0 {
-            cq.push(cqe, solicited: solicited)
-        } else {
-            cq.waiting.append((cqe, solicited))
-        }
+        cq.pushInOrder(cqe, solicited: solicited)
+    }
+
+    // MARK: what the device holds, and what it owes the tenants' rings
+
+    /// The oldest request the device holds for `qp`, its completion come.
+    private func takeSent(_ qp: QueuePair) -> (wrID: UInt64, signaled: Bool)? {
+        guard !qp.inFlight.isEmpty else { return nil }
+        let sent = qp.inFlight.removeFirst()
+        qp.sendCQ.realOutstanding = qp.sendCQ.realOutstanding &- min(qp.sendCQ.realOutstanding, 1)
+        if sent.signaled { qp.sendCQ.deviceOwed = qp.sendCQ.deviceOwed &- min(qp.sendCQ.deviceOwed, 1) }
+        return sent
+    }
+
+    /// One of the receives posted to `qp`'s device QP completed.
+    private func received(_ qp: QueuePair) {
+        guard !qp.recvHeld.isEmpty else { return }
+        qp.recvHeld.removeFirst()
+        qp.recvCQ.realOutstanding = qp.recvCQ.realOutstanding &- min(qp.recvCQ.realOutstanding, 1)
+        qp.recvCQ.deviceOwed = qp.recvCQ.deviceOwed &- min(qp.recvCQ.deviceOwed, 1)
+    }
+
+    /// The device will not complete what it holds for `qp` (destroyed,
+    /// reset, failed): what it owed the rings is released.
+    private func forgetInFlight(_ qp: QueuePair) {
+        while takeSent(qp) != nil {}
+        while qp.recvInFlight > 0 { received(qp) }
+        qp.behindInFlight.removeAll()
     }
 
     /// Takes the completion channel's events: each names a real CQ whose
@@ -320,6 +409,15 @@ public final class VerbsBackend {
                 router.denyDataPath(qp, "the device reported the QP failed", rule: "device")
                 router.enter(qp, .error)
                 qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+            case .completionQueueFailed(let h):
+                // The real CQ overran or broke: its completions are lost, so
+                // every QP completing into it fails, as on a NIC.
+                guard let cq = cqs.values.first(where: { $0.real == h }), !cq.realFailed else { continue }
+                cq.realFailed = true
+                router.recordDeviceLoss("IBV_EVENT_CQ_ERR on the device CQ of tenant CQ \(cq.handle): its QPs fail")
+                for qp in qpsByRealNumber.values where qp.sendCQ === cq || qp.recvCQ === cq {
+                    failHeld(qp, router: router, why: "the device reported the QP's CQ failed (IBV_EVENT_CQ_ERR)")
+                }
             case .deviceFailed(let why):
                 deviceFailed(why, router: router)
                 return false
@@ -335,24 +433,40 @@ public final class VerbsBackend {
         guard lost == nil else { return }
         lost = why
         router.recordDeviceLoss(why)
-        for qp in qpsByRealNumber.values {
-            var first = true
-            for sent in qp.inFlight {
-                var c = sluice_cqe()
-                c.wr_id = sent.wrID
-                c.status = UInt32(first ? SLUICE_WC_GENERAL_ERR : SLUICE_WC_WR_FLUSH_ERR)
-                c.qp_num = qp.qpn
-                enqueue(qp.sendCQ, c, solicited: false)
-                first = false
-            }
-            qp.inFlight.removeAll()
-            for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
-            qp.behindInFlight.removeAll()
-            qp.recvInFlight = 0
-            if qp.state != .reset && qp.state != .error {
-                router.enter(qp, .error)
-                qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
-            }
+        for qp in qpsByRealNumber.values { failHeld(qp, router: router, why: nil) }
+    }
+
+    /// The device will complete nothing more for `qp`: what it held
+    /// completes with GENERAL_ERR for the first and WR_FLUSH_ERR after (as
+    /// a NIC's removal does), and the QP moves to ERR with QP_FATAL.
+    private func failHeld(_ qp: QueuePair, router: Router, why: String?) {
+        var first = true
+        let held = qp.inFlight, behind = qp.behindInFlight, receives = qp.recvHeld
+        forgetInFlight(qp)
+        for sent in held {
+            var c = sluice_cqe()
+            c.wr_id = sent.wrID
+            c.status = UInt32(first ? SLUICE_WC_GENERAL_ERR : SLUICE_WC_WR_FLUSH_ERR)
+            c.qp_num = qp.qpn
+            enqueue(qp.sendCQ, c, solicited: false)
+            first = false
+        }
+        for c in behind { enqueue(qp.sendCQ, c, solicited: false) }
+        // The receives the device held are flushed, as a NIC flushes a
+        // failed QP's receive queue (before the ring's rest, which the
+        // fabric's flush completes next).
+        for id in receives {
+            var c = sluice_cqe()
+            c.wr_id = id
+            c.status = UInt32(SLUICE_WC_WR_FLUSH_ERR)
+            c.opcode = UInt32(SLUICE_WC_OP_RECV)
+            c.qp_num = qp.qpn
+            enqueue(qp.recvCQ, c, solicited: true)
+        }
+        if qp.state != .reset && qp.state != .error {
+            if let why { router.denyDataPath(qp, why, rule: "device") }
+            router.enter(qp, .error)
+            qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
         }
     }
 }

@@ -58,7 +58,13 @@ public enum BackendSelection {
         case .auto:
             switch probe(device) {
             case .usable(let d): return .success(.verbs(d, reason: "auto: \(d.summary)"))
-            case .unusable(let why): return .success(.software(reason: "auto: \(why)"))
+            case .unusable(let why):
+                // A device asked for by name and not found is most likely a
+                // typo or a missing driver: say so, not only "no device".
+                if let device {
+                    return .success(.software(reason: "auto: --device \(device) is not usable, so the software fabric: \(why)"))
+                }
+                return .success(.software(reason: "auto: \(why)"))
             }
         }
     }

@@ -212,6 +212,8 @@ extension VerbsDevice: RDMADevice {
         switch e.event_type {
         case IBV_EVENT_QP_FATAL, IBV_EVENT_QP_REQ_ERR, IBV_EVENT_QP_ACCESS_ERR:
             return .queuePairFailed(e.element.qp.pointee.qp_num)
+        case IBV_EVENT_CQ_ERR:
+            return .completionQueueFailed(OpaquePointer(e.element.cq))
         case IBV_EVENT_DEVICE_FATAL:
             return .deviceFailed("IBV_EVENT_DEVICE_FATAL")
         case IBV_EVENT_PORT_ERR:

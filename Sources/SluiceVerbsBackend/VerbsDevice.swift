@@ -13,9 +13,13 @@ public final class VerbsDevice {
     public let portAttributes: ibv_port_attr
     /// The completion channel of every CQ the router creates on it.
     public let channel: UnsafeMutablePointer<ibv_comp_channel>
+    /// Whether libibverbs found the device through the kernel (its sysfs
+    /// node, ibdev_path, is set). Sluice's own device has none.
+    public let hasKernelDevice: Bool
 
     init(name: String, context: UnsafeMutablePointer<ibv_context>, port: UInt8, portAttributes: ibv_port_attr,
-         channel: UnsafeMutablePointer<ibv_comp_channel>) {
+         channel: UnsafeMutablePointer<ibv_comp_channel>, hasKernelDevice: Bool) {
+        self.hasKernelDevice = hasKernelDevice
         self.name = name
         self.context = context
         self.port = port
@@ -29,8 +33,11 @@ public final class VerbsDevice {
     }
 
     /// Sluice's own virtual device (libsluice-verbs.so preloaded: this
-    /// router is another router's tenant), rather than a NIC.
-    public var isSluiceDevice: Bool { name.hasPrefix("sluice") }
+    /// router is another router's tenant), rather than a NIC. It chooses
+    /// the sandbox's syscall allowlist, so the name alone does not decide
+    /// (an administrator can rename a NIC, `rdma dev set mlx5_0 name
+    /// sluice0`): a kernel device, one with a sysfs node, is always a NIC.
+    public var isSluiceDevice: Bool { !hasKernelDevice && name.hasPrefix("sluice") }
 
     /// A one-line description for the start-up log.
     public var summary: String {
@@ -71,6 +78,7 @@ public final class VerbsDevice {
             return .unusable("no RDMA device named \(wanted ?? "") (libibverbs lists \(names.joined(separator: ", ")))")
         }
         let name = String(cString: sluice_ibv_device_name(dev))
+        let hasKernelDevice = withUnsafeBytes(of: dev.pointee.ibdev_path) { $0.first.map { $0 != 0 } ?? false }
         errno = 0
         guard let ctx = ibv_open_device(dev) else {
             let e = errno
@@ -103,6 +111,7 @@ public final class VerbsDevice {
                 return .unusable("cannot make \(name)'s event fds non-blocking: \(String(cString: strerror(e)))")
             }
         }
-        return .usable(VerbsDevice(name: name, context: ctx, port: 1, portAttributes: attr, channel: channel))
+        return .usable(VerbsDevice(name: name, context: ctx, port: 1, portAttributes: attr, channel: channel,
+                                     hasKernelDevice: hasKernelDevice))
     }
 }

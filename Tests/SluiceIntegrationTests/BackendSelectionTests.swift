@@ -34,6 +34,18 @@ final class BackendSelectionTests: XCTestCase {
         XCTAssertFalse(err.contains("serving"), err)
     }
 
+    /// `auto` with a `--device` that is not there still starts (on the
+    /// software fabric), but says the named device was the reason.
+    func testAutoWithAMissingDeviceSaysSo() throws {
+        let router = try RouterProcess(policies: ["alpha": RouterProcess.permissive("alpha")], extraArguments: ["--device", "nosuch0"])
+        let status = try router.status()["backend"] as? [String: Any]
+        XCTAssertEqual(status?["name"] as? String, "software")
+        let reason = status?["reason"] as? String ?? ""
+        XCTAssertTrue(reason.hasPrefix("auto: --device nosuch0 is not usable"), reason)
+        XCTAssertEqual(router.stop(), 0)
+        XCTAssertTrue(router.stderrText().contains("backend: software fabric (auto: --device nosuch0 is not usable"), router.stderrText())
+    }
+
     func testSoftwareTakesNoDevice() throws {
         let (status, err) = try runRouter(["--backend", "software", "--device", "mlx5_0"])
         XCTAssertEqual(status, 1, err)
