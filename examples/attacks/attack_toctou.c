@@ -89,6 +89,25 @@ static void *find_mapping(const char *name, unsigned long size)
 	return found;
 }
 
+/* Sets the posted-QP hint of `handle` in every session page of this process,
+ * as the library does after a post: the router looks at a QP when hinted
+ * (a doorbell per QP), so a corrupt index nobody hints is never read. */
+static void hint_everywhere(uint32_t handle)
+{
+	FILE *maps = fopen("/proc/self/maps", "re");
+	char line[512];
+
+	while (maps && fgets(line, sizeof(line), maps)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && hi - lo == SLUICE_SESSION_PAGE_SIZE &&
+		    strstr(line, "memfd:sluice-session"))
+			sluice_hint_posted((struct sluice_session_page *)lo, handle);
+	}
+	if (maps)
+		fclose(maps);
+}
+
 static void errno_result(const char *name, int r)
 {
 	if (r < 0)
@@ -257,7 +276,10 @@ int main(void)
 	if ((err = qp_reconnect(q2, &d2, rw)))
 		setup_failed("qp_reconnect", err);
 	sluice_store_release(&shared->sq.prod, sluice_load_acquire(&shared->sq.prod) + 0x80000000u);
-	/* A post on the other QP rings the doorbell of a sleeping router. */
+	/* Hint the corrupt QP as a post would (the router may have stopped
+	 * looking at it while it was idle); a post on the other QP then rings
+	 * the doorbell of a sleeping router. */
+	hint_everywhere(q2->handle);
 	expect_allowed("write_after_ring_attacks", write_to(3 * PAGE + 2048, 64), NULL);
 	{
 		enum ibv_qp_state s = qp_state(q2);
