@@ -10,6 +10,8 @@ final class RawSession {
     private var seq: UInt32 = 0
     /// The doorbell's write end from OPEN: wakes a sleeping router.
     var doorbell: Int32 = -1
+    /// The session page from OPEN, mapped: where posted-QP hints go.
+    var page: UnsafeMutablePointer<sluice_session_page>?
 
     init(socket path: String) throws {
         fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -25,9 +27,14 @@ final class RawSession {
     deinit {
         close(fd)
         if doorbell >= 0 { close(doorbell) }
+        if let page { munmap(page, Int(SLUICE_SESSION_PAGE_SIZE)) }
     }
 
-    func ring() {
+    /// What the library does after publishing a producer index: the QP's
+    /// posted-QP hint (the router looks at a QP when hinted), then the
+    /// doorbell of a router that may sleep.
+    func ring(hint handle: UInt32? = nil) {
+        if let handle, let page { sluice_hint_posted(page, handle) }
         var one: UInt64 = 1
         _ = write(doorbell, &one, 8)
     }
@@ -83,6 +90,9 @@ final class RawSession {
         guard let a = request(req, opcode: SLUICE_OP_OPEN.rawValue), a.status == 0 else { throw XCTSkip("open failed") }
         XCTAssertEqual(a.fds.count, 3, "OPEN passes the session page, the doorbell and the async event pipe")
         if a.fds.count == 3 {
+            if let p = mmap(nil, Int(SLUICE_SESSION_PAGE_SIZE), PROT_READ | PROT_WRITE, MAP_SHARED, a.fds[0], 0), p != MAP_FAILED {
+                page = p.assumingMemoryBound(to: sluice_session_page.self)
+            }
             close(a.fds[0])
             doorbell = a.fds[1]
             close(a.fds[2])

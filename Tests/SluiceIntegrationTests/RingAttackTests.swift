@@ -16,6 +16,7 @@ final class RingAttackTests: XCTestCase {
     var layout = sluice_qp_layout()
     var sqCap: UInt32 = 0
     var qpn: UInt32 = 0
+    var qpHandle: UInt32 = 0
 
     override func setUpWithError() throws {
         router = try RouterProcess()
@@ -42,6 +43,7 @@ final class RingAttackTests: XCTestCase {
         let qp = try XCTUnwrap(s.request(qpReq, opcode: SLUICE_OP_CREATE_QP.rawValue))
         XCTAssertEqual(qp.status, 0, qp.reason)
         let qpRep = qp.body(sluice_create_qp_rep.self)
+        qpHandle = qpRep.handle
         qpSize = Int(qpRep.ring_size)
         sqCap = qpRep.sq_capacity
         qpn = qpRep.qp_num
@@ -86,7 +88,7 @@ final class RingAttackTests: XCTestCase {
         let slot = qpRing + Int(layout.sq_offset) + Int(prod & (sqCap - 1)) * MemoryLayout<sluice_send_wqe>.stride
         fill(slot)
         sluice_store_release(&qpShared.pointee.sq.prod, prod &+ 1)
-        s.ring()
+        s.ring(hint: qpHandle)
     }
 
     /// Waits for the first completion in the CQ ring.
@@ -138,7 +140,7 @@ final class RingAttackTests: XCTestCase {
 
     func testACorruptProducerIndexMovesTheQPToError() throws {
         sluice_store_release(&qpShared.pointee.sq.prod, 0x8000_0000)
-        s.ring()
+        s.ring(hint: qpHandle)
         let deadline = Date().addingTimeInterval(5)
         while sluice_load_acquire(&qpShared.pointee.state) != UInt32(SLUICE_QPS_ERR) && Date() < deadline { usleep(1000) }
         XCTAssertEqual(sluice_load_acquire(&qpShared.pointee.state), UInt32(SLUICE_QPS_ERR))
