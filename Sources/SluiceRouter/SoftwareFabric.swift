@@ -28,6 +28,8 @@ final class TenantLane {
     /// The poller skips the lane until that time instead of trying each of
     /// its QPs against the same empty bucket on every pass.
     var heldUntil: UInt64 = 0
+    /// In the fabric's list of lanes with active QPs.
+    var listed = false
     /// Admitted by the shaper (all time).
     var bytesMoved: UInt64 = 0
     var requests: UInt64 = 0
@@ -73,6 +75,10 @@ final class SoftwareFabric {
     private var positions: [ObjectIdentifier: Int] = [:]
     /// One lane per tenant, served by deficit round robin.
     private var lanes: [TenantLane] = []
+    /// The lanes with active QPs: what a pass visits. A router that served
+    /// many tenants once keeps a lane for each; visiting those on every
+    /// pass cost a 64 KiB stream a third of its bandwidth.
+    private var activeLanes: [TenantLane] = []
     private var laneStart = 0
     /// Sessions whose posted-QP hints the poller reads each pass.
     private var sessions: [Session] = []
@@ -174,6 +180,10 @@ final class SoftwareFabric {
         guard !qp.active, !qp.destroyed, positions[ObjectIdentifier(qp)] != nil else { return }
         qp.active = true
         qp.lane.active.append(qp)
+        if !qp.lane.listed {
+            qp.lane.listed = true
+            activeLanes.append(qp.lane)
+        }
     }
 
     /// Reads the posted-QP hints of every session whose summary is set
@@ -254,13 +264,18 @@ final class SoftwareFabric {
     /// rotates. Returns whether anything happened, or work is waiting only
     /// for the scheduler (so the poller must not sleep).
     func pollOnce(now: UInt64, router: Router) -> Bool {
-        let n = lanes.count
-        guard n > 0 else { return false }
         harvestHints()
+        let n = activeLanes.count
+        guard n > 0 else { return false }
         var worked = false
+        var emptied = false
         for i in 0..<n {
-            let lane = lanes[(laneStart &+ i) % n]
-            if lane.active.isEmpty || lane.heldUntil > now { continue }
+            let lane = activeLanes[(laneStart &+ i) % n]
+            if lane.active.isEmpty {
+                emptied = true
+                continue
+            }
+            if lane.heldUntil > now { continue }
             // One quantum per pass; unused credit does not pile up, debt
             // (a request that took longer than the credit) is kept.
             lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
@@ -270,6 +285,13 @@ final class SoftwareFabric {
             }
         }
         laneStart = laneStart &+ 1
+        if emptied {
+            activeLanes.removeAll { lane in
+                guard lane.active.isEmpty else { return false }
+                lane.listed = false
+                return true
+            }
+        }
         return worked
     }
 
@@ -282,7 +304,7 @@ final class SoftwareFabric {
     private func serveWoken(besides busy: TenantLane, now: UInt64, router: Router) -> Bool {
         var worked = false
         var looked = 0
-        for lane in lanes where lane.quiet && lane !== busy && !lane.active.isEmpty && lane.active.count <= SoftwareFabric.wokenLaneQPs {
+        for lane in activeLanes where lane.quiet && lane !== busy && !lane.active.isEmpty && lane.active.count <= SoftwareFabric.wokenLaneQPs {
             if serve(lane, now: now, router: router) { worked = true }
             looked += 1
             if looked == SoftwareFabric.wokenLanesPerSlice { break }
