@@ -59,6 +59,12 @@ struct FlowShape: Equatable {
     /// cores to the router and the other tenants, and the CPU scheduler's
     /// favour does not decide their share.
     var idleSleepMicros = 0
+    /// A CPU-only neighbour (no RDMA at all): runs on the CPU for this long,
+    /// sleeps `idleSleepMicros`, again, until stopped; each wake-up counts
+    /// as an operation. 0: a flow of RDMA requests. The isolation table
+    /// uses it to give a victim neighbours with the noisy flooders' CPU
+    /// bursts but no router work, to tell the two apart.
+    var cpuBurstNanos = 0
 
     var effectiveSlots: Int { slots > 0 ? slots : window }
     var effectiveStride: Int { slotStride > 0 ? slotStride : messageBytes }
@@ -68,7 +74,7 @@ struct FlowShape: Equatable {
         ["ops=" + ops.map(\.rawValue).joined(separator: "+"), "qps=\(qpPairs)", "bytes=\(messageBytes)",
          "window=\(window)", "signal=\(signalEvery)", "regions=\(targetRegions)", "slots=\(slots)",
          "stride=\(slotStride)", "random=\(randomSlots ? 1 : 0)", "yield=\(yieldWhenIdle ? 1 : 0)",
-         "sleep=\(idleSleepMicros)"].joined(separator: ",")
+         "sleep=\(idleSleepMicros)", "cpu=\(cpuBurstNanos)"].joined(separator: ",")
     }
 
     init(ops: [FlowOp], qpPairs: Int = 1, messageBytes: Int, window: Int, signalEvery: Int = 1) {
@@ -103,6 +109,7 @@ struct FlowShape: Equatable {
         randomSlots = try int("random") != 0
         yieldWhenIdle = try int("yield") != 0
         idleSleepMicros = try int("sleep")
+        cpuBurstNanos = try int("cpu")
     }
 }
 
@@ -112,6 +119,8 @@ struct FlowSample {
     let operations: UInt64
     let bytes: UInt64
     let nanos: UInt64
+    /// Times the flow slept and woke (a sleeping flooder, a CPU-only neighbour).
+    var wakes: UInt64 = 0
 }
 
 /// What a flow completed between two samples.
@@ -119,11 +128,13 @@ struct FlowRate {
     let operations: UInt64
     let bytes: UInt64
     let nanos: UInt64
+    let wakes: UInt64
 
     init(from a: FlowSample, to b: FlowSample) {
         operations = b.operations &- a.operations
         bytes = b.bytes &- a.bytes
         nanos = b.nanos &- a.nanos
+        wakes = b.wakes &- a.wakes
     }
 
     var operationsPerSecond: Double { Stats.perSecond(Double(operations), nanos: nanos) }
@@ -170,6 +181,7 @@ final class FlowControl {
     private var statusWord: UnsafeMutablePointer<UInt32> { (base + 4).assumingMemoryBound(to: UInt32.self) }
     private var operationsWord: UnsafeMutablePointer<UInt64> { (base + 64).assumingMemoryBound(to: UInt64.self) }
     private var bytesWord: UnsafeMutablePointer<UInt64> { (base + 128).assumingMemoryBound(to: UInt64.self) }
+    private var wakesWord: UnsafeMutablePointer<UInt64> { (base + 192).assumingMemoryBound(to: UInt64.self) }
 
     var command: Command {
         get { Command(rawValue: sluice_load_acquire(commandWord)) ?? .none }
@@ -187,10 +199,15 @@ final class FlowControl {
         _ = sluice_atomic_fetch_add64(bytesWord, UInt64(bytes))
     }
 
+    /// The flow is about to sleep (it wakes after).
+    @inline(__always)
+    func addWake() { _ = sluice_atomic_fetch_add64(wakesWord, 1) }
+
     func sample() -> FlowSample {
         let ops = sluice_atomic_fetch_add64(operationsWord, 0)
         let bytes = sluice_atomic_fetch_add64(bytesWord, 0)
-        return FlowSample(operations: ops, bytes: bytes, nanos: monotonicNanos())
+        let wakes = sluice_atomic_fetch_add64(wakesWord, 0)
+        return FlowSample(operations: ops, bytes: bytes, nanos: monotonicNanos(), wakes: wakes)
     }
 
     /// Records why the flow failed, then says so in the status word.
@@ -384,10 +401,14 @@ final class FlowDriver {
                 && pairs.allSatisfy { $0.posted - $0.completed >= window / 2 || $0.posted >= $0.stopAt }
             if progressed {
                 watch.progressed()
-                if deep { usleep(useconds_t(shape.idleSleepMicros)) }
+                if deep {
+                    control.addWake()
+                    usleep(useconds_t(shape.idleSleepMicros))
+                }
             } else {
                 try watch.idle(waitingFor: "completions of a \(shape.encoded) flow")
                 if shape.idleSleepMicros > 0 {
+                    control.addWake()
                     usleep(useconds_t(shape.idleSleepMicros))
                 } else if shape.yieldWhenIdle {
                     sched_yield()
@@ -483,6 +504,7 @@ extension FlowHandle {
 /// ready, wait for go (or stop), flood, drain, release.
 enum FlowBody {
     static func run(socket: String, shape: FlowShape, control: FlowControl) throws {
+        if shape.cpuBurstNanos > 0 { return cpuOnly(shape, control) }
         do {
             let driver = try FlowDriver(socket: socket, shape: shape)
             defer { driver.release() }
@@ -503,6 +525,34 @@ enum FlowBody {
         } catch {
             control.fail("\(error)")
             throw error
+        }
+    }
+}
+
+extension FlowBody {
+    /// A neighbour that only uses the CPU: `cpuBurstNanos` on it, then
+    /// `idleSleepMicros` asleep, as a sleeping flooder does, with no session
+    /// with the router.
+    static func cpuOnly(_ shape: FlowShape, _ control: FlowControl) {
+        control.status = .ready
+        while control.command == .none { usleep(100) }
+        while true {
+            switch control.command {
+            case .stop, .none:
+                control.status = .done
+                return
+            case .pause:
+                control.status = .paused
+                usleep(100)
+                continue
+            case .go:
+                if control.status != .running { control.status = .running }
+            }
+            let until = monotonicNanos() &+ UInt64(shape.cpuBurstNanos)
+            while monotonicNanos() < until {}
+            control.add(operations: 1, bytes: 0)
+            control.addWake()
+            usleep(useconds_t(max(1, shape.idleSleepMicros)))
         }
     }
 }

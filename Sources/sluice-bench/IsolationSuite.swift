@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
 import SluiceBenchStats
 
 /// A measured interval of a flow: how long to let it run before counting
@@ -443,6 +442,11 @@ final class IsolationSuite {
         let noisy: [FlowRate]
         /// The router's CPU time while the victim ran, in % of one core.
         let routerCPU: Double?
+        /// The neighbours' CPU time (all of them) in % of one core, and
+        /// each one's mean time on the CPU per wake-up (ns), while the
+        /// victim ran; nil without neighbours or without schedstat.
+        var neighbourCPU: Double? = nil
+        var neighbourBursts: [UInt64] = []
     }
 
     private func victimRun(_ victim: String = IsolationSuite.victim, noisy: [FlowHandle] = []) throws -> VictimRun {
@@ -466,15 +470,33 @@ final class IsolationSuite {
         return s
     }
 
-    private func victimBesideNoise(_ noisyTenants: [String], victim: String = IsolationSuite.victim, nice: Int32 = 0) throws -> VictimRun {
+    /// The victim beside neighbours: noisy tenants flooding (`noisyTenants`,
+    /// each its own process), or, with `cpuBursts`, one process per entry
+    /// that only runs on the CPU for that many ns per wake-up and sleeps
+    /// like a flooder (no session with the router).
+    private func victimBesideNoise(_ noisyTenants: [String], victim: String = IsolationSuite.victim, nice: Int32 = 0,
+                                   cpuBursts: [UInt64] = []) throws -> VictimRun {
         var flows: [WorkerFlow] = []
         do {
             for t in noisyTenants { flows.append(try worker(t, noisyShape, nice: nice)) }
+            for b in cpuBursts {
+                var shape = noisyShape
+                shape.cpuBurstNanos = Int(max(1, b))
+                flows.append(try worker(Self.open, shape, nice: nice))
+            }
             for f in flows { try f.waitReady(timeoutSeconds: 60) }
             Flows.go(flows)
             try Flows.sleep(plans.noisySettleSeconds, watching: flows)
-            let run = try victimRun(victim, noisy: flows)
+            let cpu0 = flows.map { LimitsSuite.scheduledNanos(pid: $0.pid) }, t0 = monotonicNanos()
+            var run = try victimRun(victim, noisy: flows)
+            let cpu1 = flows.map { LimitsSuite.scheduledNanos(pid: $0.pid) }, t1 = monotonicNanos()
             try Flows.finish(flows)
+            let used = zip(cpu0, cpu1).map { a, b in a.flatMap { a in b.map { $0 &- a } } }
+            if !used.isEmpty, used.allSatisfy({ $0 != nil }) {
+                let total = used.reduce(UInt64(0)) { $0 + $1! }
+                run.neighbourCPU = Stats.ratio(Double(total) * 100, Double(t1 &- t0))
+                run.neighbourBursts = zip(used, run.noisy).map { u, r in r.wakes > 0 ? u! / r.wakes : 0 }
+            }
             return run
         } catch {
             try? Flows.finish(flows)
@@ -484,7 +506,7 @@ final class IsolationSuite {
 
     func isolation() -> Table {
         var table = Table(title: "Isolation: victim beside two noisy tenants",
-                          columns: ["p50 µs", "p99 µs", "p99 x solo", "GB/s", "GB/s x solo", "noisy Kops/s", "router CPU %"])
+                          columns: ["p50 µs", "p99 µs", "p99 x solo", "GB/s", "GB/s x solo", "noisy Kops/s", "router CPU %", "neighbours CPU %"])
         // The router's poller on CPU 0, every tenant thread and process on
         // the others, as an operator would give the router a core: on 2
         // CPUs, where the kernel puts three busy threads otherwise decides
@@ -506,7 +528,7 @@ final class IsolationSuite {
             let (l, s) = (v.latency, v.stream)
             solo = (l, s)
             table.add("victim alone", [Format.micros(l.p50), Format.micros(l.p99), "1.00", Format.gbps(s.gigabytesPerSecond), "1.00", "-",
-                                       cpu(v.routerCPU)])
+                                       cpu(v.routerCPU), "-"])
             figures += victimFigures("sluice-victim-alone", l, s, solo: nil, noisy: [], routerCPU: v.routerCPU)
         case .failure(let e):
             table.addFailure("victim alone", Self.firstLine(e))
@@ -519,7 +541,7 @@ final class IsolationSuite {
         case .success(let v):
             shareSolo = (v.latency, v.stream)
             table.add("victim at \(share), alone", [Format.micros(v.latency.p50), Format.micros(v.latency.p99), "1.00",
-                                                    Format.gbps(v.stream.gigabytesPerSecond), "1.00", "-", cpu(v.routerCPU)])
+                                                    Format.gbps(v.stream.gigabytesPerSecond), "1.00", "-", cpu(v.routerCPU), "-"])
             figures += victimFigures("sluice-victim-share-alone", v.latency, v.stream, solo: nil, noisy: [], routerCPU: v.routerCPU)
         case .failure(let e):
             table.addFailure("victim at \(share), alone", Self.firstLine(e))
@@ -529,7 +551,7 @@ final class IsolationSuite {
             + [(Self.noisy, "no limits, nice 19", "noisy-unlimited-nice19", Int32(19))]
         let victims = [(Self.victim, "victim", "sluice-victim-", solo), (Self.victimShare, "victim at \(share)", "sluice-victim-share-", shareSolo)]
         for (victim, name, systemPrefix, solo) in victims {
-            for (tenants, what, system, nice) in variants {
+            for (i, (tenants, what, system, nice)) in variants.enumerated() {
                 let label = "\(name) + 2 noisy, \(what)"
                 switch measure("\(name) beside 2 noisy tenants, \(what)", on: router,
                                { try victimBesideNoise(tenants, victim: victim, nice: nice) }) {
@@ -538,8 +560,16 @@ final class IsolationSuite {
                     let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
                     let noisy = v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
                     table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
-                                      Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU)])
+                                      Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), noisy, cpu(v.routerCPU),
+                                      cpu(v.neighbourCPU)])
                     figures += victimFigures(systemPrefix + system, v.latency, v.stream, solo: solo, noisy: v.noisy, routerCPU: v.routerCPU)
+                    // Right after the unlimited noise: neighbours with the
+                    // same CPU bursts and no router work, to tell what the
+                    // shared CPU does to the victim from what the router does.
+                    if i == 0, v.neighbourBursts.count == tenants.count, v.neighbourBursts.allSatisfy({ $0 > 0 }) {
+                        victimBesideCPUOnly(victim, name: name, systemPrefix: systemPrefix, solo: solo, bursts: v.neighbourBursts,
+                                            into: &table, cpu: cpu)
+                    }
                 case .failure(let e):
                     table.addFailure(label, Self.firstLine(e))
                 }
@@ -552,8 +582,27 @@ final class IsolationSuite {
         table.addNote("x solo: victim p99 under noise / p99 alone, and stream GB/s under noise / alone; router CPU %: of one core, while the victim ran")
         table.addNote(pinned ? "pinned: the router's poller on CPU 0, this process's threads and the noisy processes on CPU 1\(Machine.onlineCPUs > 2 ? "-\(Machine.onlineCPUs - 1)" : "") (an operator gives the router a core); the victim's threads yield when idle" : "not pinned (sched_setaffinity refused, or 1 CPU): placement is the kernel's")
         table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the victim's threads yield when idle, the noisy processes sleep \(plans.floodSleepMicros) µs whenever their queues are at least half full (the router stays saturated)")
+        table.addNote("CPU-only: two processes with no session with the router that each run on the CPU, per wake-up, as long as each noisy process did per wake-up in the row above (its schedstat run time / its sleeps), and sleep \(plans.floodSleepMicros) µs: the victim's CPU shared as beside the noise, the router left to the victim. Noise p99 near the CPU-only p99 means the growth is the shared CPU's, not the router's")
+        table.addNote("neighbours CPU %: the noisy (or CPU-only) processes' run time from /proc/<pid>/task/*/schedstat while the victim ran, summed, % of one core")
         table.addNote("nice 19: the noisy processes at the kernel's lowest CPU weight, as their containers' cgroups would hold them; then the victim's own threads are not kept off the CPU by the noisy ones, and what is left is the router's isolation. Sluice does not isolate tenants' CPU time: the kernel does")
         return table
+    }
+
+    private func victimBesideCPUOnly(_ victim: String, name: String, systemPrefix: String, solo: (LatencySummary, FlowRate)?,
+                                     bursts: [UInt64], into table: inout Table, cpu: (Double?) -> String) {
+        let us = bursts.map { String(format: "%.0f", Double($0) / 1e3) }.joined(separator: "+")
+        let label = "\(name) + 2 CPU-only, \(us) µs bursts"
+        switch measure("\(name) beside 2 CPU-only neighbours (\(us) µs per wake-up)", on: router,
+                       { try victimBesideNoise([], victim: victim, cpuBursts: bursts) }) {
+        case .success(let v):
+            let p99x = solo.flatMap { Stats.ratio(v.latency.p99, $0.0.p99) }
+            let bwx = solo.flatMap { Stats.ratio(v.stream.gigabytesPerSecond, $0.1.gigabytesPerSecond) }
+            table.add(label, [Format.micros(v.latency.p50), Format.micros(v.latency.p99), Format.ratio(p99x),
+                              Format.gbps(v.stream.gigabytesPerSecond), Format.ratio(bwx), "-", cpu(v.routerCPU), cpu(v.neighbourCPU)])
+            figures += victimFigures(systemPrefix + "cpu-only-neighbours", v.latency, v.stream, solo: solo, noisy: [], routerCPU: v.routerCPU)
+        case .failure(let e):
+            table.addFailure(label, Self.firstLine(e))
+        }
     }
 
     private func victimFigures(_ system: String, _ l: LatencySummary, _ s: FlowRate,

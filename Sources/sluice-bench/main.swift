@@ -189,13 +189,21 @@ struct SluiceBench: ParsableCommand {
             with rateLimits.tenant.operations of 1M/s and 100K/s each, and \
             without limits at nice 19 (the kernel's lowest CPU weight, as a \
             container's cgroup would bound them, so that their processes do \
-            not keep the victim's threads off the CPU). The same again for \
+            not keep the victim's threads off the CPU). Right after the \
+            unlimited noise, two CPU-only neighbours: processes with no \
+            router session that run on the CPU, per wake-up, as long as each \
+            noisy process did (schedstat run time / sleeps) and sleep as \
+            long: the victim's CPU shared alike, the router left to the \
+            victim, so what the shared CPU costs the victim is told from \
+            what the router does. The same again for \
             tenant victim-share, held by its policy to 48 Gbit/s, under a \
             third of what the router moves: the victim within its policy \
             share. x solo: p99 under noise / p99 alone, GB/s under noise / \
             alone, each against its own victim's row alone. noisy \
             Kops/s: each noisy tenant's rate while the victim ran. router CPU \
-            %: the router's CPU time (/proc) over the same time, % of one core.
+            %: the router's CPU time (/proc) over the same time, % of one core; \
+            neighbours CPU %: the noisy (or CPU-only) processes' run time \
+            (schedstat), summed, % of one core.
 
             Fairness (issue 6): three tenants with identical policies (no \
             rateLimits, weight 1), each its own process flooding 8-byte WRITEs \
