@@ -47,8 +47,11 @@ struct CycleClock: Sendable {
 }
 
 /// A tenant's deficit-round-robin credit, in counter ticks of the router's
-/// time. Each pass refills it by the tenant's quantum (unused credit is not
-/// banked, so an idle tenant cannot save up a burst); each charge takes
+/// time. Each pass refills it by the tenant's quantum; unused credit is
+/// banked up to `bankQuanta` quanta, so a light tenant (a ping-pong that
+/// needs two requests in a row, then nothing) is served at once rather
+/// than waiting a pass for its second request, while an idle tenant can
+/// save up no more than a few microseconds of burst. Each charge takes
 /// off the time since the previous charge, so what the router does for a
 /// lane — executing its requests, checking them, completing them — is paid
 /// for by that lane. A request that overruns the credit leaves a
@@ -62,8 +65,12 @@ struct LaneCredit {
 
     var exhausted: Bool { deficit <= 0 }
 
+    /// The most credit a lane holds after a refill, in quanta.
+    static let bankQuanta: Int64 = 8
+
     mutating func refill(quantum: Int64) {
-        deficit = quantum > Int64.max - max(deficit, 0) ? quantum : min(deficit + quantum, quantum)
+        let bank = quantum > Int64.max / LaneCredit.bankQuanta ? quantum : quantum * LaneCredit.bankQuanta
+        deficit = quantum > Int64.max - max(deficit, 0) ? quantum : min(deficit + quantum, max(bank, quantum))
     }
 
     /// Starts timing at `now` without charging.

@@ -4,13 +4,32 @@ import XCTest
 /// The scheduler's credit is charged in the router's time; these pin down
 /// the arithmetic with explicit counter values (no real clock).
 final class LaneCreditTests: XCTestCase {
-    func testARefillGivesOneQuantumAndUnusedCreditIsNotBanked() {
+    func testARefillGivesOneQuantumAndUnusedCreditIsBankedUpToTheBank() {
         var c = LaneCredit()
         XCTAssertTrue(c.exhausted)
         c.refill(quantum: 100)
         XCTAssertEqual(c.deficit, 100)
         c.refill(quantum: 100)
-        XCTAssertEqual(c.deficit, 100, "an idle lane must not save up credit")
+        XCTAssertEqual(c.deficit, 200, "unused credit is kept")
+        for _ in 0..<20 { c.refill(quantum: 100) }
+        XCTAssertEqual(c.deficit, 100 * LaneCredit.bankQuanta, "an idle lane saves up no more than the bank")
+        XCTAssertEqual(LaneCredit.bankQuanta, 8)
+    }
+
+    func testABankedLaneIsServedForTwoRequestsInARowThenWaits() {
+        // A ping-pong's two hops cost 70 each against a quantum of 100:
+        // with credit banked over idle passes, both run without a pass
+        // between them; a lane that used its credit up waits.
+        var c = LaneCredit()
+        for _ in 0..<3 { c.refill(quantum: 100) }
+        c.start(0)
+        c.charge(70, cap: 1_000)
+        XCTAssertFalse(c.exhausted)
+        c.charge(140, cap: 1_000)
+        XCTAssertFalse(c.exhausted, "300 banked pays for both")
+        c.charge(360, cap: 1_000)
+        XCTAssertTrue(c.exhausted)
+        XCTAssertEqual(c.deficit, -60)
     }
 
     func testEachChargeTakesTheTimeSinceThePreviousOne() {
