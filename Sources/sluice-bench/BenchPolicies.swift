@@ -14,6 +14,9 @@ struct BenchTenant {
     /// Bucket sizes; nil leaves the policy's default (a tenth of a second).
     var burstBytes: UInt64? = nil
     var burstOperations: UInt64? = nil
+    /// rateLimits.weight: the tenant's share of the router's time against
+    /// others' (nil: the default, 1).
+    var weight: Int? = nil
 
     /// A bucket of `seconds` at the tenant's rates, written into its policy
     /// (at least two 64 KiB messages' bytes, at least 16 operations), so that
@@ -49,8 +52,12 @@ struct BenchTenant {
                   operations: [send, write, read]
 
             """
+        if bitsPerSecond != nil || operationsPerSecond != nil || weight != nil {
+            text += "  rateLimits:\n"
+            if let w = weight { text += "    weight: \(w)\n" }
+        }
         if bitsPerSecond != nil || operationsPerSecond != nil {
-            text += "  rateLimits:\n    tenant:\n"
+            text += "    tenant:\n"
             if let b = bitsPerSecond { text += "      bandwidth: \(Self.bandwidth(b))\n" }
             if let o = operationsPerSecond { text += "      operations: \(Self.operations(o))\n" }
             if let b = burstBytes { text += "      burstBytes: \(b)\n" }

@@ -58,7 +58,13 @@ enum SluiceMeasurements {
     /// their CQ. Every payload's first 8 bytes carry its sequence number
     /// and are checked, so a data path that completes without delivering
     /// fails. Returns the summary and whether the SENDs went inline.
-    static func sendPingPong(socket: String, plan: LatencyPlan, yieldWhenIdle: Bool, bytes: Int = 8) throws -> (LatencySummary, inline: Bool) {
+    ///
+    /// `oneThread`: one thread drives both ends (posts the ping, polls the
+    /// pong side's CQ, sends the reply, polls the ping side's), busy-polling
+    /// without yielding: no hand-off between two threads sharing a CPU is
+    /// timed, only the router's two hops and the library's calls.
+    static func sendPingPong(socket: String, plan: LatencyPlan, yieldWhenIdle: Bool, bytes: Int = 8,
+                             oneThread: Bool = false) throws -> (LatencySummary, inline: Bool) {
         precondition(bytes >= 8, "the sequence number needs 8 bytes")
         let layout = PingLayout(bytes: bytes)
         let shape = VerbsEndpoint.Shape(bufferBytes: layout.bufferBytes, recvDepth: UInt32(layout.slots))
@@ -82,6 +88,12 @@ enum SluiceMeasurements {
             try pongWR.postRecv(wrID: UInt64(slot), offset: slot * layout.slotBytes, length: UInt32(layout.slotBytes))
         }
 
+        if oneThread {
+            let samples = try oneThreadLoop(ping, pingWR, pong, pongWR, layout, inline: inline, plan: plan)
+            try ping.release()
+            try pong.release()
+            return (LatencySummary(nanos: samples), inline)
+        }
         let samples = try runPair(passive: { control in
             try echo(pong, pongWR, layout, inline: inline, yieldWhenIdle: yieldWhenIdle, control: control)
         }, active: { control in
@@ -129,6 +141,61 @@ enum SluiceMeasurements {
                 throw BenchFailure("ping \(i): the reply carried \(got); the data path delivered the wrong bytes")
             }
             try wr.postRecv(wrID: UInt64(replySlot), offset: replySlot * layout.slotBytes, length: UInt32(layout.slotBytes))
+            i += 1
+            if !warming {
+                samples.append(t1 &- t0)
+                if t1 &- timedStart > limit { break }
+            }
+        }
+        return samples
+    }
+
+    /// Both ends in this thread: ping sends, the pong side's CQ is polled
+    /// until the message arrives, pong sends it back, the ping side's CQ is
+    /// polled until the reply arrives; the round trip is timed.
+    private static func oneThreadLoop(_ ping: VerbsEndpoint, _ pingWR: WorkRequests, _ pong: VerbsEndpoint, _ pongWR: WorkRequests,
+                                      _ layout: PingLayout, inline: Bool, plan: LatencyPlan) throws -> [UInt64] {
+        var samples = [UInt64]()
+        samples.reserveCapacity(plan.iterations)
+        var watch = StallWatch()
+        let pingSlot = ping.buffer + layout.sendOffset
+        let pongSlot = pong.buffer + layout.sendOffset
+        let limit = UInt64(plan.maxSeconds * 1e9)
+        let warmupLimit = UInt64(plan.maxWarmupSeconds * 1e9)
+        let warmupStart = monotonicNanos()
+        var timedStart: UInt64 = 0
+        var warming = plan.warmup > 0
+        var i = 0
+        /// Polls `wr` until a receive completes; its slot.
+        func awaitReceive(_ wr: WorkRequests, _ what: String) throws -> Int {
+            while true {
+                let n = try wr.poll()
+                if n == 0 {
+                    try watch.idle(waitingFor: what)
+                    continue
+                }
+                watch.progressed()
+                for k in 0..<n where wr.completions[k].opcode == IBV_WC_RECV { return Int(wr.completions[k].wr_id) }
+            }
+        }
+        while samples.count < plan.iterations {
+            if warming && (i >= plan.warmup || monotonicNanos() &- warmupStart > warmupLimit) { warming = false }
+            if !warming && timedStart == 0 { timedStart = monotonicNanos() }
+            pingSlot.storeBytes(of: UInt64(i), as: UInt64.self)
+            let t0 = monotonicNanos()
+            try pingWR.postSend(wrID: sendTag, opcode: IBV_WR_SEND, offset: layout.sendOffset, length: UInt32(layout.bytes), inline: inline)
+            let inSlot = try awaitReceive(pongWR, "ping \(i) at the pong side (ibv_poll_cq)")
+            let value = pong.buffer.load(fromByteOffset: inSlot * layout.slotBytes, as: UInt64.self)
+            pongSlot.storeBytes(of: value, as: UInt64.self)
+            try pongWR.postSend(wrID: sendTag, opcode: IBV_WR_SEND, offset: layout.sendOffset, length: UInt32(layout.bytes), inline: inline)
+            let replySlot = try awaitReceive(pingWR, "the reply to ping \(i) (ibv_poll_cq on the ping side)")
+            let t1 = monotonicNanos()
+            try pongWR.postRecv(wrID: UInt64(inSlot), offset: inSlot * layout.slotBytes, length: UInt32(layout.slotBytes))
+            let got = ping.buffer.load(fromByteOffset: replySlot * layout.slotBytes, as: UInt64.self)
+            guard got == UInt64(i) else {
+                throw BenchFailure("ping \(i): the reply carried \(got); the data path delivered the wrong bytes")
+            }
+            try pingWR.postRecv(wrID: UInt64(replySlot), offset: replySlot * layout.slotBytes, length: UInt32(layout.slotBytes))
             i += 1
             if !warming {
                 samples.append(t1 &- t0)

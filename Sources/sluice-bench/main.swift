@@ -180,8 +180,10 @@ struct SluiceBench: ParsableCommand {
             namespaces: an 8-byte ping-pong and a stream of 64 KiB writes.
 
             Isolation (issue 6): the victim (tenant victim, no rateLimits) \
-            measures an 8-byte SEND ping-pong (as above, pollers yield when \
-            idle; p50 / p99 of the round trip) and then a 64 KiB WRITE stream \
+            measures an 8-byte SEND ping-pong between two sessions driven by \
+            one thread busy-polling both CQs (p50 / p99 of the round trip), the \
+            same driven by two threads that yield when idle (2T; on 2 CPUs they \
+            share one, so their hand-off is in it), and then a 64 KiB WRITE stream \
             (16 in flight, GB/s), alone, then while two noisy tenants, each its \
             own process, flood 8-byte WRITEs and READs on 8 QPs each (half of \
             each), 1024 in flight per QP, 1 in 64 signaled, sleeping 1 ms \
@@ -196,8 +198,10 @@ struct SluiceBench: ParsableCommand {
             long: the victim's CPU shared alike, the router left to the \
             victim, so what the shared CPU costs the victim is told from \
             what the router does. The same again for \
-            tenant victim-share, held by its policy to 48 Gbit/s, under a \
-            third of what the router moves: the victim within its policy \
+            tenant victim-share, held by its policy to 48 Gbit/s (under a \
+            third of what the router moves) with weight 3 (its one-thread \
+            ping-pong alone keeps the router busy most of the time; weight 3 \
+            beside two of weight 1 is 60%): the victim within its policy \
             share. x solo: p99 under noise / p99 alone, GB/s under noise / \
             alone, each against its own victim's row alone. noisy \
             Kops/s: each noisy tenant's rate while the victim ran. router CPU \
