@@ -425,7 +425,9 @@ extension Router {
             attrs.destQPN = a.dest_qp_num
         }
         // The device's QP first: its refusal refuses the verb.
-        if target != qp.state { try verbs?.modifyQP(qp, to: target, attrs: attrs, peer: peer) }
+        if target != qp.state || attrs.accessFlags != qp.attrs.accessFlags {
+            try verbs?.modifyQP(qp, to: target, attrs: attrs, peer: peer)
+        }
         // All checks passed: commit.
         qp.attrs = attrs
         if let old = qp.peer, old !== peer, old.claimedBy === qp { old.claimedBy = nil }

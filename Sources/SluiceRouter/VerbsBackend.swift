@@ -141,9 +141,21 @@ public final class VerbsBackend {
     /// Moves the real QP along with the tenant's, before the router commits
     /// the tenant's transition: a device refusal refuses the verb. The
     /// destination is the peer's real QP on this device; PSNs are the
-    /// router's.
+    /// router's. Access flags changed after RESET->INIT (INIT->INIT,
+    /// INIT->RTR, RTR->RTS, RTS->RTS) reach the device too, so that the NIC
+    /// enforces what the router does (`qp.attrs` still holds the old ones).
     func modifyQP(_ qp: QueuePair, to target: QPState, attrs: QPAttributes, peer: QueuePair?) throws {
-        guard let r = qp.real, target != qp.state else { return }
+        guard let r = qp.real else { return }
+        let accessChanged = qp.state != .reset && attrs.accessFlags != qp.attrs.accessFlags
+        if target == qp.state {
+            guard accessChanged, target == .initialized || target == .rts else { return }
+            var a = RealQPAttributes(target: target == .rts ? .readyToSend : .initial)
+            a.accessFlags = attrs.accessFlags
+            a.onlyAccessFlags = true
+            let rc = device.modifyQP(r.handle, a)
+            guard rc == 0 else { throw refusal(RealError("ibv_modify_qp", rc)) }
+            return
+        }
         var a: RealQPAttributes
         switch target {
         case .reset: a = RealQPAttributes(target: .reset)
@@ -173,6 +185,10 @@ public final class VerbsBackend {
             a.maxRdAtomic = max(attrs.maxRdAtomic, 1)
         default:
             return
+        }
+        if accessChanged && (target == .rtr || target == .rts) {
+            a.accessFlags = attrs.accessFlags
+            a.changesAccessFlags = true
         }
         let rc = device.modifyQP(r.handle, a)
         guard rc == 0 else { throw refusal(RealError("ibv_modify_qp", rc)) }
