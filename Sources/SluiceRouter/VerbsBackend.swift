@@ -224,11 +224,17 @@ public final class VerbsBackend {
     }
 
     /// The router moved a QP itself (ERR after a failed request, a policy
-    /// reload, RESET): the real QP follows, best effort.
+    /// reload, RESET): the real QP follows, best effort. An error the router
+    /// raised for a request behind ones the device still holds waits for
+    /// them (`behindInFlight`): a NIC completes the earlier requests first,
+    /// in order, then reports the error; moving the real QP to ERR now would
+    /// flush them instead. `deliver` moves it once they have completed.
     func entered(_ qp: QueuePair, _ state: QPState) {
         guard let r = qp.real else { return }
         switch state {
-        case .error: _ = device.modifyQP(r.handle, RealQPAttributes(target: .error))
+        case .error:
+            if !qp.behindInFlight.isEmpty { return }
+            _ = device.modifyQP(r.handle, RealQPAttributes(target: .error))
         case .reset:
             _ = device.modifyQP(r.handle, RealQPAttributes(target: .reset))
             forgetInFlight(qp)
@@ -360,15 +366,25 @@ public final class VerbsBackend {
         } else {
             let sent = takeSent(qp) ?? (wrID: r.wrID, signaled: true)
             if sent.signaled || failed { enqueue(qp.sendCQ, cqe, solicited: false) }
-            if qp.inFlight.isEmpty {
+            if failed {
+                // The device failed the QP first: on a NIC the requests
+                // behind would never have run, so they flush.
+                for i in qp.behindInFlight.indices { qp.behindInFlight[i].status = UInt32(SLUICE_WC_WR_FLUSH_ERR) }
+            }
+            if qp.inFlight.isEmpty && !qp.behindInFlight.isEmpty {
                 for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
                 qp.behindInFlight.removeAll()
+                // The router's error is delivered: the real QP goes to ERR
+                // now (`entered` waited for this).
+                if qp.state == .error, let real = qp.real { _ = device.modifyQP(real.handle, RealQPAttributes(target: .error)) }
             }
         }
-        if failed && cqe.status != UInt32(SLUICE_WC_WR_FLUSH_ERR) && qp.state != .error {
+        // Audited even when the QP is in ERR already (the router refused a
+        // later request, whose error waits behind this one).
+        if failed && cqe.status != UInt32(SLUICE_WC_WR_FLUSH_ERR) {
             router.denyDataPath(qp, "the device completed a request with status \(r.status) (vendor error 0x\(String(r.vendorError, radix: 16)))",
                                 rule: "device")
-            router.enter(qp, .error)
+            if qp.state != .error { router.enter(qp, .error) }
         }
     }
 
@@ -483,6 +499,8 @@ public final class VerbsBackend {
             if let why { router.denyDataPath(qp, why, rule: "device") }
             router.enter(qp, .error)
             qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+        } else if qp.state == .error {
+            entered(qp, .error) // it may have waited for what the device held
         }
     }
 }
