@@ -179,7 +179,9 @@ extension Router {
                 (mr.mapping, mr.pageOffset, mr.real) = old
                 throw error
             }
-            if let r = old.2 { verbs.device.deregMR(r.handle) }
+            // Requests the device holds may use the old registration: it
+            // (and the old mapping) stay until they complete.
+            if let r = old.2 { verbs.replaced(r, mapping: old.0, of: mr) }
         }
         mr.mapping = mapping
         mr.pageOffset = Int(req.page_offset)

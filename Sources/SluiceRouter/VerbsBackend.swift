@@ -25,6 +25,13 @@ public final class VerbsBackend {
     private var polled: [RealCompletion] = []
     /// The device failed as a whole (pollCQ reported an error).
     private(set) var lost: String?
+    /// Real MRs a re-registration (REMAP_MR) replaced, with the router's
+    /// mapping they cover, each kept until the requests that may use it and
+    /// that the device held then have completed: per QP, how many of its
+    /// sends and receives on the device are still to come. A NIC fails a
+    /// request whose MR is deregistered under it.
+    private var replaced: [(mr: RealHandle, mapping: SharedMapping, pd: ProtectionDomain,
+                            waits: [(qp: QueuePair, sends: Int, recvs: Int)])] = []
 
     init(device: RDMADevice) {
         self.device = device
@@ -58,6 +65,13 @@ public final class VerbsBackend {
     }
 
     func deallocPD(_ pd: ProtectionDomain) {
+        // Its replaced MRs go first (the device refuses to free a PD with
+        // MRs); whatever still used them failed with the session.
+        replaced.removeAll { e in
+            guard e.pd === pd else { return false }
+            device.deregMR(e.mr)
+            return true
+        }
         if let h = pd.real { device.deallocPD(h) }
         pd.real = nil
     }
@@ -78,6 +92,42 @@ public final class VerbsBackend {
     func deregMR(_ mr: MemoryRegion) {
         if let r = mr.real { device.deregMR(r.handle) }
         mr.real = nil
+    }
+
+    /// A re-registration replaced `old` (the registration of `mapping`):
+    /// it is deregistered once the sends and receives the device holds now
+    /// on the QPs that may use it (in its PD, or connected to one there)
+    /// have completed, and at once if there are none.
+    func replaced(_ old: RealMR, mapping: SharedMapping, of mr: MemoryRegion) {
+        var waits: [(qp: QueuePair, sends: Int, recvs: Int)] = []
+        for qp in qpsByRealNumber.values where qp.pd === mr.pd || qp.peer?.pd === mr.pd {
+            if !qp.inFlight.isEmpty || !qp.recvHeld.isEmpty { waits.append((qp, qp.inFlight.count, qp.recvHeld.count)) }
+        }
+        if waits.isEmpty || lost != nil {
+            device.deregMR(old.handle)
+        } else {
+            replaced.append((old.handle, mapping, mr.pd, waits))
+        }
+    }
+
+    /// One of `qp`'s sends or receives on the device completed (or was
+    /// forgotten): replaced MRs nothing waits for any more are deregistered.
+    private func heldCompleted(_ qp: QueuePair, recv: Bool) {
+        for i in replaced.indices {
+            for j in replaced[i].waits.indices where replaced[i].waits[j].qp === qp {
+                if recv {
+                    replaced[i].waits[j].recvs = max(replaced[i].waits[j].recvs - 1, 0)
+                } else {
+                    replaced[i].waits[j].sends = max(replaced[i].waits[j].sends - 1, 0)
+                }
+            }
+            replaced[i].waits.removeAll { $0.sends == 0 && $0.recvs == 0 }
+        }
+        replaced.removeAll { e in
+            guard e.waits.isEmpty else { return false }
+            device.deregMR(e.mr)
+            return true
+        }
     }
 
     /// The real CQ. Every request the router posts is signaled (the
@@ -400,6 +450,7 @@ public final class VerbsBackend {
         let sent = qp.inFlight.removeFirst()
         qp.sendCQ.realOutstanding = qp.sendCQ.realOutstanding &- min(qp.sendCQ.realOutstanding, 1)
         if sent.signaled { qp.sendCQ.deviceOwed = qp.sendCQ.deviceOwed &- min(qp.sendCQ.deviceOwed, 1) }
+        if !replaced.isEmpty { heldCompleted(qp, recv: false) }
         return sent
     }
 
@@ -409,6 +460,7 @@ public final class VerbsBackend {
         qp.recvHeld.removeFirst()
         qp.recvCQ.realOutstanding = qp.recvCQ.realOutstanding &- min(qp.recvCQ.realOutstanding, 1)
         qp.recvCQ.deviceOwed = qp.recvCQ.deviceOwed &- min(qp.recvCQ.deviceOwed, 1)
+        if !replaced.isEmpty { heldCompleted(qp, recv: true) }
     }
 
     /// The device will not complete what it holds for `qp` (destroyed,
