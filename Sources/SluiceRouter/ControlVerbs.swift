@@ -179,7 +179,9 @@ extension Router {
                 (mr.mapping, mr.pageOffset, mr.real) = old
                 throw error
             }
-            if let r = old.2 { verbs.device.deregMR(r.handle) }
+            // Requests the device holds may use the old registration: it
+            // (and the old mapping) stay until they complete.
+            if let r = old.2 { verbs.replaced(r, mapping: old.0, of: mr) }
         }
         mr.mapping = mapping
         mr.pageOffset = Int(req.page_offset)
@@ -425,7 +427,9 @@ extension Router {
             attrs.destQPN = a.dest_qp_num
         }
         // The device's QP first: its refusal refuses the verb.
-        if target != qp.state { try verbs?.modifyQP(qp, to: target, attrs: attrs, peer: peer) }
+        if target != qp.state || attrs.accessFlags != qp.attrs.accessFlags {
+            try verbs?.modifyQP(qp, to: target, attrs: attrs, peer: peer)
+        }
         // All checks passed: commit.
         qp.attrs = attrs
         if let old = qp.peer, old !== peer, old.claimedBy === qp { old.claimedBy = nil }

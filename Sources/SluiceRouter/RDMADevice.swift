@@ -93,6 +93,12 @@ public struct RealQPAttributes {
     public enum Target { case reset, initial, readyToReceive, readyToSend, error }
     public var target: Target
     public var accessFlags: UInt32 = 0
+    /// Also set the access flags on a transition after RESET->INIT (INIT->INIT,
+    /// INIT->RTR, RTR->RTS, RTS->RTS), where IBV_QP_ACCESS_FLAGS is optional.
+    public var changesAccessFlags = false
+    /// Only the access flags, the QP staying in `target` (INIT->INIT,
+    /// RTS->RTS): the state and IBV_QP_ACCESS_FLAGS alone in the mask.
+    public var onlyAccessFlags = false
     public var port: UInt8 = 1
     public var pathMTU: UInt32 = 3
     public var destQPN: UInt32 = 0

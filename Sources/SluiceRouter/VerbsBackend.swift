@@ -25,6 +25,13 @@ public final class VerbsBackend {
     private var polled: [RealCompletion] = []
     /// The device failed as a whole (pollCQ reported an error).
     private(set) var lost: String?
+    /// Real MRs a re-registration (REMAP_MR) replaced, with the router's
+    /// mapping they cover, each kept until the requests that may use it and
+    /// that the device held then have completed: per QP, how many of its
+    /// sends and receives on the device are still to come. A NIC fails a
+    /// request whose MR is deregistered under it.
+    private var replaced: [(mr: RealHandle, mapping: SharedMapping, pd: ProtectionDomain,
+                            waits: [(qp: QueuePair, sends: Int, recvs: Int)])] = []
 
     init(device: RDMADevice) {
         self.device = device
@@ -58,6 +65,13 @@ public final class VerbsBackend {
     }
 
     func deallocPD(_ pd: ProtectionDomain) {
+        // Its replaced MRs go first (the device refuses to free a PD with
+        // MRs); whatever still used them failed with the session.
+        replaced.removeAll { e in
+            guard e.pd === pd else { return false }
+            device.deregMR(e.mr)
+            return true
+        }
         if let h = pd.real { device.deallocPD(h) }
         pd.real = nil
     }
@@ -78,6 +92,42 @@ public final class VerbsBackend {
     func deregMR(_ mr: MemoryRegion) {
         if let r = mr.real { device.deregMR(r.handle) }
         mr.real = nil
+    }
+
+    /// A re-registration replaced `old` (the registration of `mapping`):
+    /// it is deregistered once the sends and receives the device holds now
+    /// on the QPs that may use it (in its PD, or connected to one there)
+    /// have completed, and at once if there are none.
+    func replaced(_ old: RealMR, mapping: SharedMapping, of mr: MemoryRegion) {
+        var waits: [(qp: QueuePair, sends: Int, recvs: Int)] = []
+        for qp in qpsByRealNumber.values where qp.pd === mr.pd || qp.peer?.pd === mr.pd {
+            if !qp.inFlight.isEmpty || !qp.recvHeld.isEmpty { waits.append((qp, qp.inFlight.count, qp.recvHeld.count)) }
+        }
+        if waits.isEmpty || lost != nil {
+            device.deregMR(old.handle)
+        } else {
+            replaced.append((old.handle, mapping, mr.pd, waits))
+        }
+    }
+
+    /// One of `qp`'s sends or receives on the device completed (or was
+    /// forgotten): replaced MRs nothing waits for any more are deregistered.
+    private func heldCompleted(_ qp: QueuePair, recv: Bool) {
+        for i in replaced.indices {
+            for j in replaced[i].waits.indices where replaced[i].waits[j].qp === qp {
+                if recv {
+                    replaced[i].waits[j].recvs = max(replaced[i].waits[j].recvs - 1, 0)
+                } else {
+                    replaced[i].waits[j].sends = max(replaced[i].waits[j].sends - 1, 0)
+                }
+            }
+            replaced[i].waits.removeAll { $0.sends == 0 && $0.recvs == 0 }
+        }
+        replaced.removeAll { e in
+            guard e.waits.isEmpty else { return false }
+            device.deregMR(e.mr)
+            return true
+        }
     }
 
     /// The real CQ. Every request the router posts is signaled (the
@@ -141,9 +191,21 @@ public final class VerbsBackend {
     /// Moves the real QP along with the tenant's, before the router commits
     /// the tenant's transition: a device refusal refuses the verb. The
     /// destination is the peer's real QP on this device; PSNs are the
-    /// router's.
+    /// router's. Access flags changed after RESET->INIT (INIT->INIT,
+    /// INIT->RTR, RTR->RTS, RTS->RTS) reach the device too, so that the NIC
+    /// enforces what the router does (`qp.attrs` still holds the old ones).
     func modifyQP(_ qp: QueuePair, to target: QPState, attrs: QPAttributes, peer: QueuePair?) throws {
-        guard let r = qp.real, target != qp.state else { return }
+        guard let r = qp.real else { return }
+        let accessChanged = qp.state != .reset && attrs.accessFlags != qp.attrs.accessFlags
+        if target == qp.state {
+            guard accessChanged, target == .initialized || target == .rts else { return }
+            var a = RealQPAttributes(target: target == .rts ? .readyToSend : .initial)
+            a.accessFlags = attrs.accessFlags
+            a.onlyAccessFlags = true
+            let rc = device.modifyQP(r.handle, a)
+            guard rc == 0 else { throw refusal(RealError("ibv_modify_qp", rc)) }
+            return
+        }
         var a: RealQPAttributes
         switch target {
         case .reset: a = RealQPAttributes(target: .reset)
@@ -173,6 +235,10 @@ public final class VerbsBackend {
             a.maxRdAtomic = max(attrs.maxRdAtomic, 1)
         default:
             return
+        }
+        if accessChanged && (target == .rtr || target == .rts) {
+            a.accessFlags = attrs.accessFlags
+            a.changesAccessFlags = true
         }
         let rc = device.modifyQP(r.handle, a)
         guard rc == 0 else { throw refusal(RealError("ibv_modify_qp", rc)) }
@@ -208,11 +274,17 @@ public final class VerbsBackend {
     }
 
     /// The router moved a QP itself (ERR after a failed request, a policy
-    /// reload, RESET): the real QP follows, best effort.
+    /// reload, RESET): the real QP follows, best effort. An error the router
+    /// raised for a request behind ones the device still holds waits for
+    /// them (`behindInFlight`): a NIC completes the earlier requests first,
+    /// in order, then reports the error; moving the real QP to ERR now would
+    /// flush them instead. `deliver` moves it once they have completed.
     func entered(_ qp: QueuePair, _ state: QPState) {
         guard let r = qp.real else { return }
         switch state {
-        case .error: _ = device.modifyQP(r.handle, RealQPAttributes(target: .error))
+        case .error:
+            if !qp.behindInFlight.isEmpty { return }
+            _ = device.modifyQP(r.handle, RealQPAttributes(target: .error))
         case .reset:
             _ = device.modifyQP(r.handle, RealQPAttributes(target: .reset))
             forgetInFlight(qp)
@@ -344,15 +416,25 @@ public final class VerbsBackend {
         } else {
             let sent = takeSent(qp) ?? (wrID: r.wrID, signaled: true)
             if sent.signaled || failed { enqueue(qp.sendCQ, cqe, solicited: false) }
-            if qp.inFlight.isEmpty {
+            if failed {
+                // The device failed the QP first: on a NIC the requests
+                // behind would never have run, so they flush.
+                for i in qp.behindInFlight.indices { qp.behindInFlight[i].status = UInt32(SLUICE_WC_WR_FLUSH_ERR) }
+            }
+            if qp.inFlight.isEmpty && !qp.behindInFlight.isEmpty {
                 for c in qp.behindInFlight { enqueue(qp.sendCQ, c, solicited: false) }
                 qp.behindInFlight.removeAll()
+                // The router's error is delivered: the real QP goes to ERR
+                // now (`entered` waited for this).
+                if qp.state == .error, let real = qp.real { _ = device.modifyQP(real.handle, RealQPAttributes(target: .error)) }
             }
         }
-        if failed && cqe.status != UInt32(SLUICE_WC_WR_FLUSH_ERR) && qp.state != .error {
+        // Audited even when the QP is in ERR already (the router refused a
+        // later request, whose error waits behind this one).
+        if failed && cqe.status != UInt32(SLUICE_WC_WR_FLUSH_ERR) {
             router.denyDataPath(qp, "the device completed a request with status \(r.status) (vendor error 0x\(String(r.vendorError, radix: 16)))",
                                 rule: "device")
-            router.enter(qp, .error)
+            if qp.state != .error { router.enter(qp, .error) }
         }
     }
 
@@ -368,6 +450,7 @@ public final class VerbsBackend {
         let sent = qp.inFlight.removeFirst()
         qp.sendCQ.realOutstanding = qp.sendCQ.realOutstanding &- min(qp.sendCQ.realOutstanding, 1)
         if sent.signaled { qp.sendCQ.deviceOwed = qp.sendCQ.deviceOwed &- min(qp.sendCQ.deviceOwed, 1) }
+        if !replaced.isEmpty { heldCompleted(qp, recv: false) }
         return sent
     }
 
@@ -377,6 +460,7 @@ public final class VerbsBackend {
         qp.recvHeld.removeFirst()
         qp.recvCQ.realOutstanding = qp.recvCQ.realOutstanding &- min(qp.recvCQ.realOutstanding, 1)
         qp.recvCQ.deviceOwed = qp.recvCQ.deviceOwed &- min(qp.recvCQ.deviceOwed, 1)
+        if !replaced.isEmpty { heldCompleted(qp, recv: true) }
     }
 
     /// The device will not complete what it holds for `qp` (destroyed,
@@ -467,6 +551,8 @@ public final class VerbsBackend {
             if let why { router.denyDataPath(qp, why, rule: "device") }
             router.enter(qp, .error)
             qp.session.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+        } else if qp.state == .error {
+            entered(qp, .error) // it may have waited for what the device held
         }
     }
 }

@@ -82,6 +82,23 @@ extension VerbsDevice: RDMADevice {
     public func modifyQP(_ qp: RealHandle, _ a: RealQPAttributes) -> Int32 {
         var attr = ibv_qp_attr()
         var mask: UInt32 = IBV_QP_STATE.rawValue
+        if a.onlyAccessFlags {
+            // A transition to the same state: nothing but the flags changes.
+            switch a.target {
+            case .reset: attr.qp_state = IBV_QPS_RESET
+            case .initial: attr.qp_state = IBV_QPS_INIT
+            case .readyToReceive: attr.qp_state = IBV_QPS_RTR
+            case .readyToSend: attr.qp_state = IBV_QPS_RTS
+            case .error: attr.qp_state = IBV_QPS_ERR
+            }
+            attr.qp_access_flags = a.accessFlags
+            mask |= IBV_QP_ACCESS_FLAGS.rawValue
+            return ibv_modify_qp(UnsafeMutablePointer<ibv_qp>(qp), &attr, Int32(bitPattern: mask))
+        }
+        if a.changesAccessFlags {
+            attr.qp_access_flags = a.accessFlags
+            mask |= IBV_QP_ACCESS_FLAGS.rawValue
+        }
         switch a.target {
         case .reset:
             attr.qp_state = IBV_QPS_RESET

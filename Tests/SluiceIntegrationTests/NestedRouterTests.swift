@@ -186,4 +186,108 @@ final class NestedRouterTests: XCTestCase {
         XCTAssertFalse((backend?["deviceLost"] as? String ?? "").isEmpty, "\(backend ?? [:])")
         XCTAssertEqual(router.stop(), 0, router.stderrText())
     }
+
+    // MARK: requests the device still holds
+
+    /// The outer router lets the inner one's requests through at 10 a
+    /// second: requests the inner router posts stay on its device (the
+    /// outer router's queue) for a while, as on a busy or distant NIC.
+    static let slowDevice = RouterProcess.innerTenantPolicy(extra: "  rateLimits:\n    tenant:\n      operations: 10/s\n      burstOperations: 1\n")
+
+    /// Waits until the device (the outer router) holds at least `n` of the
+    /// inner router's requests that it has not yet run.
+    private func waitUntilTheDeviceHolds(_ router: RouterProcess, _ n: Int) throws {
+        let outer = try XCTUnwrap(router.outer)
+        let st = try outer.waitForStatus { s in
+            (((s["shaping"] as? [String: Any])?["inner"] as? [String: Any])?["queueDepth"] as? Int ?? 0) >= n
+        }
+        let depth = ((st["shaping"] as? [String: Any])?["inner"] as? [String: Any])?["queueDepth"] as? Int ?? 0
+        XCTAssertGreaterThanOrEqual(depth, n, "the outer router never held \(n) requests of the inner one: \(st)")
+    }
+
+    /// The router refuses a request (an lkey it never minted) while earlier
+    /// valid requests of the same QP are still on the device: as a NIC
+    /// would, the earlier ones complete first, in order and successfully,
+    /// then the error, then flushes for what was posted after it. (Moving
+    /// the device's QP to ERR at once flushed the earlier ones.)
+    func testARouterErrorBehindRequestsOnTheDeviceComesAfterThem() throws {
+        let router = try RouterProcess(policies: ["alpha": RouterProcess.permissive("alpha")], nested: true,
+                                       outerPolicy: NestedRouterTests.slowDevice)
+        let a = try VerbsEndpoint(socket: router.socket("alpha")), b = try VerbsEndpoint(socket: router.socket("alpha"))
+        let qa = try a.createQP(), qb = try b.createQP()
+        let rw = ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue)
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let src = TestBuffer(pages: 1), dst = TestBuffer(pages: 1)
+        let sm = try a.register(src.base, src.size, rw), dm = try b.register(dst.base, dst.size, rw)
+        src.fill(0, 4096, seed: 21)
+        func write(_ id: UInt64, lkey: UInt32) throws {
+            let off = Int(id) * 64
+            try a.postSend(qa, id: id, IBV_WR_RDMA_WRITE, [ibv_sge(addr: addr(src.base + off), length: 64, lkey: lkey)],
+                           remote: (addr(dst.base + off), dm.pointee.rkey))
+        }
+        for id in UInt64(1)...4 { try write(id, lkey: sm.pointee.lkey) }
+        try waitUntilTheDeviceHolds(router, 2)
+        try write(5, lkey: sm.pointee.lkey ^ 0x5a5a) // never minted: the router's LOC_PROT_ERR
+        try write(6, lkey: sm.pointee.lkey)
+        try write(7, lkey: sm.pointee.lkey)
+        let wc = a.poll(7, seconds: 20)
+        XCTAssertEqual(wc.map(\.wr_id), [1, 2, 3, 4, 5, 6, 7])
+        XCTAssertEqual(wc.map(\.status), [IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_SUCCESS,
+                                          IBV_WC_LOC_PROT_ERR, IBV_WC_WR_FLUSH_ERR, IBV_WC_WR_FLUSH_ERR])
+        XCTAssertEqual(dst.bytes(64, 4 * 64), src.bytes(64, 4 * 64), "the four valid writes landed")
+        XCTAssertEqual(dst.bytes(5 * 64, 3 * 64), [UInt8](repeating: 0, count: 3 * 64), "nothing from the failed one or after it")
+        XCTAssertEqual(a.state(qa), IBV_QPS_ERR)
+        let denial = router.auditRecords().first { ($0["event"] as? String) == "datapath" && ($0["rule"] as? String) == "lkey" }
+        XCTAssertNotNil(denial, "the router's refusal is audited")
+        XCTAssertEqual(router.stop(), 0, router.stderrText())
+    }
+
+    /// A registration that re-backs an MR's pages (the library's REMAP_MR:
+    /// a new region overlapping it and more) while requests using the MR
+    /// are on the device: the router registers the new mapping, and keeps
+    /// the old registration until those requests completed, so they succeed
+    /// (deregistering it at once failed them).
+    func testRequestsOnTheDeviceSurviveTheirRegionBeingReBacked() throws {
+        let router = try RouterProcess(policies: ["alpha": RouterProcess.permissive("alpha")], nested: true,
+                                       outerPolicy: NestedRouterTests.slowDevice)
+        let a = try VerbsEndpoint(socket: router.socket("alpha")), b = try VerbsEndpoint(socket: router.socket("alpha"))
+        let qa = try a.createQP(), qb = try b.createQP()
+        let rw = ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue)
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let src = TestBuffer(pages: 2), dst = TestBuffer(pages: 1)
+        src.fill(0, 4096, seed: 33)
+        let sm = try a.register(src.base, 4096, rw) // page 0 only
+        let dm = try b.register(dst.base, dst.size, rw)
+        for i in 0..<5 {
+            try a.postSend(qa, id: UInt64(i), IBV_WR_RDMA_WRITE, [sge(src.base + i * 256, 256, sm)],
+                           remote: (addr(dst.base + i * 256), dm.pointee.rkey))
+        }
+        try waitUntilTheDeviceHolds(router, 3)
+        // Pages 0 and 1 in one region: the library re-backs both with one new
+        // memfd and moves `sm` there (REMAP_MR), while the writes wait.
+        let wide = try a.register(src.base, 8192, rw)
+        let wc = a.poll(5, seconds: 20)
+        XCTAssertEqual(wc.map(\.wr_id), [0, 1, 2, 3, 4])
+        XCTAssertEqual(wc.map(\.status), [IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_SUCCESS],
+                       "\(router.auditRecords().filter { ($0["decision"] as? String) == "deny" })")
+        XCTAssertEqual(dst.bytes(0, 5 * 256), src.bytes(0, 5 * 256))
+        let remaps = router.auditRecords().filter { ($0["verb"] as? String) == "remap_mr" }
+        XCTAssertEqual(remaps.count, 1, "one REMAP_MR: \(remaps)")
+        XCTAssertEqual(remaps.first?["decision"] as? String, "allow")
+        // The region works through its new registration, and through the wide one.
+        src.fill(0, 4096, seed: 34)
+        try a.postSend(qa, id: 5, IBV_WR_RDMA_WRITE, [sge(src.base, 256, sm)], remote: (addr(dst.base), dm.pointee.rkey))
+        try a.postSend(qa, id: 6, IBV_WR_RDMA_WRITE, [sge(src.base + 4096 + 256, 256, wide)],
+                       remote: (addr(dst.base + 2048), dm.pointee.rkey))
+        XCTAssertEqual(a.poll(2, seconds: 20).map(\.status), [IBV_WC_SUCCESS, IBV_WC_SUCCESS])
+        XCTAssertEqual(dst.bytes(0, 256), src.bytes(0, 256))
+        XCTAssertEqual(dst.bytes(2048, 256), src.bytes(4096 + 256, 256))
+        // Once nothing uses the old registration, the device has it no more:
+        // the outer router holds the inner one's three live MRs.
+        let outerObjects = try XCTUnwrap(router.outer).objects()
+        XCTAssertEqual(outerObjects["mr"], 3, "\(outerObjects)")
+        XCTAssertEqual(router.stop(), 0, router.stderrText())
+    }
 }

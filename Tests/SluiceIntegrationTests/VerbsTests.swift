@@ -459,3 +459,85 @@ extension VerbsTests {
         }
     }
 }
+
+extension VerbsTests {
+    /// Access flags a QP gets or loses after RESET->INIT (INIT->INIT,
+    /// RTR->RTS, RTS->RTS) take effect for remote requests. On the verbs
+    /// backend they must reach the device's QP too: nested, the device is
+    /// the outer router, which refuses a WRITE its QP was not granted.
+    func testQPAccessFlagsChangedAfterINITTakeEffect() throws {
+        let src = TestBuffer(pages: 1), dst = TestBuffer(pages: 1)
+        let sm = try a.register(src.base, 4096, rw), dm = try b.register(dst.base, 4096, rw)
+        let localOnly = IBV_ACCESS_LOCAL_WRITE.rawValue
+        enum Change { case initToInit, rtrToRts, rtsToRts }
+        // (how the flags change, the responder's flags at INIT, after the change, whether a WRITE may land)
+        let cases: [(Change, UInt32, UInt32, Bool)] = [
+            (.initToInit, localOnly, rw.rawValue, true),
+            (.rtrToRts, localOnly, rw.rawValue, true),
+            (.rtsToRts, localOnly, rw.rawValue, true),
+            (.rtsToRts, rw.rawValue, localOnly, false),
+        ]
+        for (n, (change, initial, later, allowed)) in cases.enumerated() {
+            let qa = try a.createQP(), qb = try b.createQP()
+            try a.connect(qa, to: qb, of: b, access: rw)
+            // qb by hand: INIT with `initial`, the change where it is asked.
+            var at = ibv_qp_attr()
+            at.qp_state = IBV_QPS_INIT
+            at.port_num = 1
+            at.qp_access_flags = initial
+            try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_PKEY_INDEX, IBV_QP_PORT, IBV_QP_ACCESS_FLAGS])
+            if change == .initToInit {
+                at = ibv_qp_attr()
+                at.qp_state = IBV_QPS_INIT
+                at.qp_access_flags = later
+                try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_ACCESS_FLAGS])
+            }
+            at = ibv_qp_attr()
+            at.qp_state = IBV_QPS_RTR
+            at.path_mtu = IBV_MTU_4096
+            at.dest_qp_num = qa.pointee.qp_num
+            at.max_dest_rd_atomic = 1
+            at.min_rnr_timer = 1
+            at.ah_attr.port_num = 1
+            at.ah_attr.dlid = a.lid
+            try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_AV, IBV_QP_PATH_MTU, IBV_QP_DEST_QPN, IBV_QP_RQ_PSN,
+                                   IBV_QP_MAX_DEST_RD_ATOMIC, IBV_QP_MIN_RNR_TIMER])
+            at = ibv_qp_attr()
+            at.qp_state = IBV_QPS_RTS
+            at.timeout = 14
+            at.retry_cnt = 7
+            at.rnr_retry = 7
+            at.max_rd_atomic = 1
+            var mask = [IBV_QP_STATE, IBV_QP_TIMEOUT, IBV_QP_RETRY_CNT, IBV_QP_RNR_RETRY, IBV_QP_SQ_PSN, IBV_QP_MAX_QP_RD_ATOMIC]
+            if change == .rtrToRts {
+                at.qp_access_flags = later
+                mask.append(IBV_QP_ACCESS_FLAGS)
+            }
+            try b.modify(qb, &at, mask)
+            if change == .rtsToRts {
+                at = ibv_qp_attr()
+                at.qp_state = IBV_QPS_RTS
+                at.qp_access_flags = later
+                try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_ACCESS_FLAGS])
+            }
+            var q = ibv_qp_attr(), qi = ibv_qp_init_attr()
+            XCTAssertEqual(ibv_query_qp(qb, &q, Int32(IBV_QP_ACCESS_FLAGS.rawValue), &qi), 0)
+            XCTAssertEqual(q.qp_access_flags, later, "case \(n)")
+
+            memset(dst.base, 0, 4096)
+            src.fill(0, 128, seed: UInt8(40 + n))
+            try a.postSend(qa, id: UInt64(n), IBV_WR_RDMA_WRITE, [sge(src.base, 128, sm)], remote: (addr(dst.base), dm.pointee.rkey))
+            let wc = a.poll(1)
+            if allowed {
+                XCTAssertEqual(wc.map(\.status), [IBV_WC_SUCCESS], "case \(n) (\(change)): the granted remote write works")
+                XCTAssertEqual(dst.bytes(0, 128), src.bytes(0, 128), "case \(n)")
+            } else {
+                // A NAK for an operation the responder QP does not enable:
+                // an invalid request at the responder (as rxe reports it).
+                XCTAssertEqual(wc.map(\.status), [IBV_WC_REM_INV_REQ_ERR], "case \(n) (\(change)): the revoked remote write fails")
+                XCTAssertEqual(dst.bytes(0, 128), [UInt8](repeating: 0, count: 128), "case \(n): nothing landed")
+                XCTAssertEqual(a.state(qa), IBV_QPS_ERR)
+            }
+        }
+    }
+}
