@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import SluiceBenchStats
+import SluiceRouter
 
 /// A measured interval of a flow: how long to let it run before counting
 /// (the first burst of a rate limit, warm caches), and how long to count.
@@ -453,6 +454,10 @@ final class IsolationSuite {
         let noisy: [FlowRate]
         /// The router's CPU time while the victim ran, in % of one core.
         let routerCPU: Double?
+        /// The router's data-path time spent on the victim during its
+        /// one-thread ping-pong, in % of that time: its demand alone, what
+        /// it got beside the noise.
+        let pingPongRouterShare: Double?
         /// The neighbours' CPU time (all of them) in % of one core, and
         /// each one's mean time on the CPU per wake-up (ns), while the
         /// victim ran; nil without neighbours or without schedstat.
@@ -464,8 +469,11 @@ final class IsolationSuite {
         let a = try Flows.sample(noisy)
         let cpu0 = ProcessCPU.nanos(pid: router.pid)
         let t0 = monotonicNanos()
+        let r0 = routerSeconds(of: victim), w0 = monotonicNanos()
         let (latency, _) = try SluiceMeasurements.sendPingPong(socket: router.socket(for: victim), plan: plans.victimLatency,
                                                                yieldWhenIdle: false, oneThread: true)
+        let r1 = routerSeconds(of: victim), w1 = monotonicNanos()
+        let share = r0.flatMap { a in r1.flatMap { Stats.ratio(($0 - a) * 1e9 * 100, Double(w1 &- w0)) } }
         let (latency2, _) = try SluiceMeasurements.sendPingPong(socket: router.socket(for: victim), plan: plans.victimLatency,
                                                                 yieldWhenIdle: true)
         let (stream, _) = try runFlow(router, victim, FlowShape(ops: [.write], messageBytes: 64 << 10, window: 16), plans.victimStream)
@@ -474,7 +482,18 @@ final class IsolationSuite {
         let b = try Flows.sample(noisy)
         let cpu = cpu0.flatMap { c0 in cpu1.flatMap { Stats.ratio(Double($0 &- c0) * 100, Double(t1 &- t0)) } }
         return VictimRun(latency: latency, latencyTwoThreads: latency2, stream: stream, noisy: zip(a, b).map { FlowRate(from: $0, to: $1) },
-                         routerCPU: cpu)
+                         routerCPU: cpu, pingPongRouterShare: share)
+    }
+
+    /// The router's data-path time spent on `tenant` so far (its status,
+    /// `shaping.<tenant>.routerSeconds`: what the scheduler shares out).
+    private func routerSeconds(of tenant: String) -> Double? {
+        guard let bytes = try? OperatorClient.status(socketPath: router.runtimeDir + "/control.sock"),
+              let json = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+              let shaping = json["shaping"] as? [String: Any] else { return nil }
+        // A tenant with no session yet has no lane: nothing spent on it.
+        guard let t = shaping[tenant] as? [String: Any] else { return 0 }
+        return (t["routerSeconds"] as? NSNumber)?.doubleValue
     }
 
     private var noisyShape: FlowShape {
@@ -520,7 +539,7 @@ final class IsolationSuite {
 
     func isolation() -> Table {
         var table = Table(title: "Isolation: victim beside two noisy tenants",
-                          columns: ["p50 µs", "p99 µs", "p99 x solo", "2T p50 µs", "2T p99 µs", "2T x solo", "GB/s", "GB/s x solo",
+                          columns: ["p50 µs", "p99 µs", "p99 x solo", "router %", "2T p50 µs", "2T p99 µs", "2T x solo", "GB/s", "GB/s x solo",
                                     "noisy Kops/s", "router CPU %", "neighbours CPU %"])
         // The router's poller on CPU 0, every tenant thread and process on
         // the others, as an operator would give the router a core: on 2
@@ -585,6 +604,7 @@ final class IsolationSuite {
         table.addNote("victim: 8 B SEND ping-pong round trip between two sessions, driven by one thread that busy-polls both CQs (p50, p99), then by two threads, ping and pong, that yield when idle (2T: on this machine they share one CPU, so the hand-off between them is in it), then a 64 KiB WRITE stream (16 in flight); tenant \(Self.victim): no rateLimits, weight 1")
         table.addNote("noisy: two tenants, each its own process flooding 8 B WRITEs and READs on \(plans.noisyQPs) QPs (half each), \(plans.floodWindow) in flight per QP, 1 in \(plans.floodSignalEvery) signaled; Kops/s: each one's rate while the victim ran")
         table.addNote("N/s each: both noisy tenants' policies set rateLimits.tenant.operations to N (burst: the default, 0.1 s)")
+        table.addNote("router %: the router's data-path time spent on the victim (its status routerSeconds, what the scheduler shares out) during the one-thread ping-pong, % of that time: alone, what its ping-pong needs; beside noise, what it got")
         table.addNote("x solo: victim p99 under noise / p99 alone (2T x solo: the same for the two-thread round trip), and stream GB/s under noise / alone; router CPU %: of one core, while the victim ran")
         table.addNote(pinned ? "pinned: the router's poller on CPU 0, this process's threads and the noisy processes on CPU 1\(Machine.onlineCPUs > 2 ? "-\(Machine.onlineCPUs - 1)" : "") (an operator gives the router a core)" : "not pinned (sched_setaffinity refused, or 1 CPU): placement is the kernel's")
         table.addNote("\(Machine.onlineCPUs) CPUs: the router's poller, the victim's threads and both noisy processes share them; the noisy processes sleep \(plans.floodSleepMicros) µs whenever their queues are at least half full (the router stays saturated)")
@@ -614,7 +634,7 @@ final class IsolationSuite {
         func ratio(_ a: Double, _ b: Double?) -> String { solo == nil ? "1.00" : Format.ratio(b.flatMap { Stats.ratio(a, $0) }) }
         let noisy = v.noisy.isEmpty || v.noisy.allSatisfy({ $0.bytes == 0 }) ? "-"
             : v.noisy.map { String(format: "%.0f", $0.operationsPerSecond / 1e3) }.joined(separator: "+")
-        return [Format.micros(v.latency.p50), Format.micros(v.latency.p99), ratio(v.latency.p99, solo?.latency.p99),
+        return [Format.micros(v.latency.p50), Format.micros(v.latency.p99), ratio(v.latency.p99, solo?.latency.p99), cpu(v.pingPongRouterShare),
                 Format.micros(v.latencyTwoThreads.p50), Format.micros(v.latencyTwoThreads.p99),
                 ratio(v.latencyTwoThreads.p99, solo?.latencyTwoThreads.p99),
                 Format.gbps(v.stream.gigabytesPerSecond), ratio(v.stream.gigabytesPerSecond, solo?.stream.gigabytesPerSecond),
