@@ -24,6 +24,9 @@ public struct ClusterConfig {
     public var listen: (host: String, port: UInt16)?
     public var heartbeatMillis: UInt64 = 500
     public var deadAfterMillis: UInt64 = 3000
+    /// A link no local QP needs and that carried no request for this long
+    /// closes; the next use dials again (`--fabric-idle-ms`).
+    public var idleMillis: UInt64 = 60_000
     /// With the etcd directory: tenant policies come from etcd
     /// (`<prefix>policies/*.yaml`) once it holds any.
     public var policiesFromEtcd = true
@@ -53,6 +56,33 @@ final class ClusterAgent {
     var onRoutersChanged: ((Set<String>) -> Void)?
     /// The policy files last applied from etcd, so an unchanged set is not applied twice.
     private var appliedPolicies: [String: String]?
+
+    /// Requests refused because no QP here is connected to their sender,
+    /// per (peer router, QPN): when the last was audited, and how many
+    /// were not audited since. A requester retransmits such a request
+    /// until its retries run out; one record a second per pair is enough.
+    private var connectionDenials: [String: (audited: UInt64, suppressed: Int)] = [:]
+    /// Refusals not audited (counted in the next record of the same pair).
+    private(set) var suppressedDenials = 0
+    static let denialAuditInterval: UInt64 = 1_000_000_000
+
+    /// Whether to audit a refusal for (`peer`, `qpn`) now; the count of
+    /// refusals of that pair not audited since the last record when so.
+    /// The first refusal of a pair is always audited.
+    func auditConnectionDenial(peer: String, qpn: UInt32, now: UInt64) -> Int? {
+        let key = "\(peer)/\(qpn)"
+        if let e = connectionDenials[key], now &- e.audited < ClusterAgent.denialAuditInterval {
+            connectionDenials[key] = (e.audited, e.suppressed + 1)
+            suppressedDenials += 1
+            return nil
+        }
+        let suppressed = connectionDenials[key]?.suppressed ?? 0
+        if connectionDenials.count >= 4096 {
+            connectionDenials = connectionDenials.filter { now &- $0.value.audited < ClusterAgent.denialAuditInterval }
+        }
+        connectionDenials[key] = (now, 0)
+        return suppressed
+    }
 
     var directory: ClusterDirectory { (staticDirectory as ClusterDirectory?) ?? etcd! }
 
@@ -86,6 +116,7 @@ final class ClusterAgent {
         var nc = FabricNode.Configuration(name: config.name, listenHost: listen.host, listenPort: listen.port, key: key)
         nc.heartbeatNanos = config.heartbeatMillis * 1_000_000
         nc.deadAfterNanos = config.deadAfterMillis * 1_000_000
+        nc.idleNanos = config.idleMillis * 1_000_000
         node = try FabricNode(nc, peers: staticDirectory?.addresses ?? [])
         node.onEvent = { [unowned self] in self.record($0) }
         // The etcd thread starts now, before the sandbox: it then only
@@ -104,7 +135,9 @@ final class ClusterAgent {
             log.record(event: "fabric.link.up", decision: .allow, rule: "clusterKey",
                        fields: ["peer": peer, "address": address, "direction": dialed ? "dialed" : "accepted"])
         case .down(let peer, let address, let reason, let authentication):
-            if authentication {
+            if reason.hasPrefix("idle:") {
+                log.record(event: "fabric.link.idle", reason: reason, fields: ["peer": peer ?? "unknown", "address": address])
+            } else if authentication {
                 log.record(event: "fabric.link.refused", decision: .deny, rule: "clusterKey", reason: reason,
                            fields: ["peer": peer ?? "unknown", "address": address])
             } else {
@@ -138,6 +171,7 @@ final class ClusterAgent {
         var s = node.status()
         s["directory"] = etcd?.status() ?? ["kind": "static", "file": staticDirectory?.path ?? "", "routers": directory.routers.map(\.name)]
         s["unhandledFrames"] = unhandledFrames
+        s["suppressedDenials"] = suppressedDenials
         return s
     }
 
