@@ -38,6 +38,40 @@ public struct ClusterConfig {
     }
 }
 
+/// A requester retransmits a request nothing answers until its retries
+/// run out, so a tenant aiming at a QP that does not exist (or is not
+/// connected to it) would make the target audit every retry. This keeps
+/// one record a second per (peer router, QPN): the first refusal of a
+/// pair is always audited, later ones within the second are counted and
+/// the count goes into the pair's next record.
+struct DenialAuditLimiter {
+    var interval: UInt64 = 1_000_000_000
+    /// At most this many pairs are remembered (older ones are forgotten
+    /// first, which only means their next refusal is audited).
+    var maxPairs = 4096
+    private var pairs: [String: (audited: UInt64, suppressed: Int)] = [:]
+    /// Refusals not audited since start.
+    private(set) var suppressedTotal = 0
+
+    /// Nil: do not audit (counted). Else audit, noting that many refusals
+    /// of the pair were left out since its last record.
+    mutating func admit(peer: String, qpn: UInt32, now: UInt64) -> Int? {
+        let key = "\(peer)/\(qpn)"
+        if let e = pairs[key], now &- e.audited < interval {
+            pairs[key] = (e.audited, e.suppressed + 1)
+            suppressedTotal += 1
+            return nil
+        }
+        let suppressed = pairs[key]?.suppressed ?? 0
+        if pairs[key] == nil && pairs.count >= maxPairs {
+            pairs = pairs.filter { now &- $0.value.audited < interval }
+            if pairs.count >= maxPairs { pairs.removeAll() }
+        }
+        pairs[key] = (now, 0)
+        return suppressed
+    }
+}
+
 /// The router's part in the cluster: its fabric node (links to the other
 /// routers) and its directory. Runs on the router's loop; the etcd
 /// directory's thread only wakes it through `notifyFD`.
@@ -57,31 +91,13 @@ final class ClusterAgent {
     /// The policy files last applied from etcd, so an unchanged set is not applied twice.
     private var appliedPolicies: [String: String]?
 
-    /// Requests refused because no QP here is connected to their sender,
-    /// per (peer router, QPN): when the last was audited, and how many
-    /// were not audited since. A requester retransmits such a request
-    /// until its retries run out; one record a second per pair is enough.
-    private var connectionDenials: [String: (audited: UInt64, suppressed: Int)] = [:]
-    /// Refusals not audited (counted in the next record of the same pair).
-    private(set) var suppressedDenials = 0
-    static let denialAuditInterval: UInt64 = 1_000_000_000
+    /// Refusals of requests at this router, audited at most once a second
+    /// per (peer router, QPN).
+    var denials = DenialAuditLimiter()
 
-    /// Whether to audit a refusal for (`peer`, `qpn`) now; the count of
-    /// refusals of that pair not audited since the last record when so.
-    /// The first refusal of a pair is always audited.
+    /// Whether to audit a refusal for (`peer`, `qpn`) now; see `DenialAuditLimiter`.
     func auditConnectionDenial(peer: String, qpn: UInt32, now: UInt64) -> Int? {
-        let key = "\(peer)/\(qpn)"
-        if let e = connectionDenials[key], now &- e.audited < ClusterAgent.denialAuditInterval {
-            connectionDenials[key] = (e.audited, e.suppressed + 1)
-            suppressedDenials += 1
-            return nil
-        }
-        let suppressed = connectionDenials[key]?.suppressed ?? 0
-        if connectionDenials.count >= 4096 {
-            connectionDenials = connectionDenials.filter { now &- $0.value.audited < ClusterAgent.denialAuditInterval }
-        }
-        connectionDenials[key] = (now, 0)
-        return suppressed
+        denials.admit(peer: peer, qpn: qpn, now: now)
     }
 
     var directory: ClusterDirectory { (staticDirectory as ClusterDirectory?) ?? etcd! }
@@ -171,7 +187,7 @@ final class ClusterAgent {
         var s = node.status()
         s["directory"] = etcd?.status() ?? ["kind": "static", "file": staticDirectory?.path ?? "", "routers": directory.routers.map(\.name)]
         s["unhandledFrames"] = unhandledFrames
-        s["suppressedDenials"] = suppressedDenials
+        s["suppressedDenials"] = denials.suppressedTotal
         return s
     }
 
