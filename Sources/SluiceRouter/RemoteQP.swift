@@ -428,9 +428,15 @@ extension Router {
         case .run:
             break
         }
+        // Inbound work runs now, on the frame's arrival, not in the lane's
+        // turn; its time (the copy of a WRITE or a READ's bytes, the answer)
+        // is charged to the target QP's tenant lane, as its own requests
+        // are, so the debt delays that tenant's next turn of the scheduler.
+        let started = CycleClock.now()
         let (status, payload) = runRemoteRequest(qp, r, req)
         let resp = RemoteResponse(status: status, rnrDelayCode: qp.attrs.minRNRTimer, sourceQPN: qp.qpn, id: req.id,
                                   tenant: qp.session.tenant, payload: payload).encode()
+        defer { chargeInbound(qp, since: started, bytes: UInt64(req.length)) }
         // An RNR answer ran nothing: the cache keeps the last request that
         // ran (the requester retries with the same id). A READ may run again
         // (RC allows it, nothing changes), so its possibly large answer is
@@ -439,6 +445,17 @@ extension Router {
             r.executed(req.id, response: req.opcode == UInt32(SLUICE_WR_RDMA_READ) ? nil : resp)
         }
         c.node.send(to: router, LinkFrame.Frame(.data, stream: req.sourceQPN, body: resp))
+    }
+
+    /// Charges the time since `start` to `qp`'s tenant lane, capped as a
+    /// request of `bytes` would be (a preemption mid-copy costs no more).
+    /// Outside the lane's turn, so the lane's timing mark is free to move:
+    /// its turn starts it again.
+    func chargeInbound(_ qp: QueuePair, since start: UInt64, bytes: UInt64) {
+        let clock = CycleClock.shared
+        let cap = clock.ticks(nanos: SoftwareFabric.chargeCapNanos &+ min(bytes, UInt64(Int64.max) / 2))
+        qp.lane.credit.start(start)
+        qp.lane.credit.charge(CycleClock.now(), cap: cap)
     }
 
     private func runRemoteRequest(_ qp: QueuePair, _ r: RemotePeer, _ req: RemoteRequest) -> (RemoteResponse.Status, [UInt8]) {
