@@ -160,6 +160,31 @@ final class FabricNodeTests: XCTestCase {
         XCTAssertEqual(state(a, "b"), "idle")
     }
 
+    func testFramesWaitBoundedForALinkComingUpAndAFailedAttemptDropsThem() throws {
+        let frame = { (i: UInt8) in LinkFrame.Frame(.data, stream: UInt32(i), body: [UInt8](repeating: i, count: 100)) }
+        let each = 100 + LinkFrame.headerSize
+        let (a, _) = try node("a") { $0.maxPendingBytes = 3 * each }
+        let (b, rb) = try node("b")
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        // b is not serviced yet: the link cannot finish its handshake.
+        for i: UInt8 in 1...3 { XCTAssert(a.send(to: "b", frame(i)), "frame \(i) queued") }
+        XCTAssertFalse(a.send(to: "b", frame(4)), "beyond the bound: dropped, not queued")
+        XCTAssertEqual(a.droppedFrames, 1)
+        XCTAssertEqual(a.queuedBytes(to: "b"), 3 * each, "what waits counts toward the link's backlog")
+        XCTAssert(pump([a, b]) { rb.frames.count == 3 })
+        XCTAssertEqual(rb.frames, [frame(1), frame(2), frame(3)], "in order, once the link is up")
+
+        // A peer where nothing listens: the attempt fails, what waited for
+        // it is dropped (the QPs' retries resend), and it shows as down.
+        let dead = try node("d") { $0.maxPendingBytes = 3 * each }.0
+        dead.setPeers([addr(dead), RouterAddress(name: "z", host: "127.0.0.1", port: 1)])
+        _ = dead.send(to: "z", frame(9))
+        XCTAssert(pump([dead]) { dead.droppedFrames == 1 }, "\(dead.status())")
+        XCTAssertNil(dead.queuedBytes(to: "z"))
+        XCTAssertEqual(state(dead, "z"), "down")
+    }
+
     func testTwoRoutersLinkOnceAndCarryTaggedFramesBothWays() throws {
         let (a, ra) = try node("alpha-host"), (b, rb) = try node("beta-host")
         a.setPeers([addr(a), addr(b)])
