@@ -17,7 +17,7 @@ import Foundation
 ///
 /// One link per router pair. When both sides dial at once, each ends up
 /// with two authenticated links; both keep the one dialed by the router
-/// whose name sorts first (`dialsPeer`) and close the other, so the two
+/// whose name sorts first (`dialsPeer`) and retire the other, so the two
 /// ends agree without talking. A new authenticated link in the same
 /// direction as the one in use replaces it (the peer restarted, or
 /// redialed after a drop it noticed first).
