@@ -120,7 +120,8 @@ final class FabricNodeTests: XCTestCase {
         XCTAssert(pump([a, b]) { rb.frames.count == 1 })
         // Nothing uses it: it closes, on its own, and no one dials again.
         XCTAssert(pump([a, b]) { self.connections(a) == 0 && self.connections(b) == 0 }, "\(a.status())")
-        XCTAssertEqual(a.idleCloses + b.idleCloses, 1 + 0, "\(ra.downs) \(rb.downs)")
+        // (Both sides may find it idle in the same instant and close it.)
+        XCTAssertGreaterThanOrEqual(a.idleCloses + b.idleCloses, 1, "\(ra.downs) \(rb.downs)")
         XCTAssert(ra.downs.contains { $0.hasPrefix("idle:") } || rb.downs.contains { $0.hasPrefix("idle:") }, "\(ra.downs) \(rb.downs)")
         XCTAssertFalse(pump([a, b], seconds: 0.6) { self.connections(a) > 0 || self.connections(b) > 0 }, "nothing redials an unused link")
         XCTAssertEqual(state(a, "b"), "idle")
