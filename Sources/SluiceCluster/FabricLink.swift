@@ -45,6 +45,11 @@ public final class FabricLink {
     var handshakePeer: String?
     /// Whether the node's epoll watches this link for output.
     var watchingWrite = false
+    /// A duplicate link on its way out: it sent CLOSE after its last frame
+    /// and sends nothing more, but reads on until the peer's CLOSE, so no
+    /// frame either side sent on it is lost.
+    public private(set) var retiring = false
+    var retiredAt: UInt64 = 0
 
     init(fd: Int32, dialed: Bool, connecting: Bool, address: String, handshake: LinkHandshake, now: UInt64) {
         self.fd = fd
@@ -68,7 +73,7 @@ public final class FabricLink {
     /// Queues a frame (tagged once the link is up) and writes what it can.
     @discardableResult
     public func send(_ f: LinkFrame.Frame, now: UInt64 = 0) -> Bool {
-        guard state == .up || (state == .handshaking && f.kind.rawValue < LinkFrame.Kind.ping.rawValue) else { return false }
+        guard (state == .up && !retiring) || (state == .handshaking && f.kind.rawValue < LinkFrame.Kind.ping.rawValue) else { return false }
         enqueue(f)
         if now != 0 { lastSent = now }
         flush()
@@ -190,7 +195,11 @@ public final class FabricLink {
             case .pong:
                 break
             case .close:
-                fail("the peer closed the link: \(String(decoding: f.body.prefix(256), as: UTF8.self))")
+                // What we still hold for the peer goes out first (it reads
+                // until our CLOSE or the end of the connection).
+                flush()
+                fail(retiring ? "retired: the peer closed its end too"
+                              : "the peer closed the link: \(String(decoding: f.body.prefix(256), as: UTF8.self))")
                 return
             case .refused:
                 // REFUSED is untagged, so anyone on the path can forge it.
@@ -237,9 +246,18 @@ public final class FabricLink {
         return closedEvent
     }
 
+    /// Starts retiring a duplicate link (see `retiring`).
+    func retire(reason: String, now: UInt64) {
+        guard state == .up, !retiring else { return }
+        enqueue(LinkFrame.Frame(.close, body: Array(reason.utf8.prefix(200))))
+        flush()
+        retiring = true
+        retiredAt = now
+    }
+
     /// Sends a CLOSE frame if the link is up, then marks it closed.
     func close(reason: String) {
-        if state == .up {
+        if state == .up && !retiring {
             enqueue(LinkFrame.Frame(.close, body: Array(reason.utf8.prefix(200))))
             flush()
         }

@@ -10,11 +10,26 @@ import Foundation
 /// whose fd the router's event loop watches (`pollFD`). Single-threaded:
 /// every call comes from the router's loop.
 ///
-/// One connection per router pair: the router whose name sorts first dials
-/// (`dialsPeer`), the other accepts; a new authenticated link from a peer
-/// replaces an old one (the peer restarted). Links are kept alive with
-/// PING every `heartbeat`; a link silent for `deadAfter` is closed, and a
-/// dialer dials again after `redialDelay`.
+/// Links are lazy: none is made at start-up. A link to a peer is dialed
+/// when the router first needs it (`use(_:)`, called when a local QP is
+/// connected to a QP on that router, or `send(to:_:)` with no link), by
+/// whichever side needs it first; either side may dial.
+///
+/// One link per router pair. When both sides dial at once, each ends up
+/// with two authenticated links; both keep the one dialed by the router
+/// whose name sorts first (`dialsPeer`) and retire the other, so the two
+/// ends agree without talking. A new authenticated link in the same
+/// direction as the one in use replaces it (the peer restarted, or
+/// redialed after a drop it noticed first).
+///
+/// A link in use is cached: kept alive with PING every `heartbeat`; a link
+/// silent for `deadAfter` is closed. A link is *wanted* while a local QP
+/// needs it (`needs`), a frame waits for it, or a data frame crossed it
+/// within `idle`; a wanted link that drops is dialed again after
+/// `redialDelay` (backing off after refusals); an up link that is not
+/// wanted closes (reason "idle"). Frames sent while the link comes up wait
+/// in a bounded queue (`maxPendingBytes`) and go out once it is up; if
+/// the attempt fails they are dropped (the QP's retry timer resends).
 public final class FabricNode {
     public struct Configuration {
         public var name: String
@@ -39,6 +54,13 @@ public final class FabricNode {
         /// not watched for this long (it is level-triggered: watching it
         /// would spin the loop).
         public var acceptPauseNanos: UInt64 = 100_000_000
+        /// An up link that no local QP needs and that carried no data frame
+        /// for this long is closed; the next use dials again.
+        public var idleNanos: UInt64 = 60_000_000_000
+        /// Frames for a peer whose link is still coming up wait, up to this
+        /// many bytes; beyond it a frame is dropped (as on a fabric: the
+        /// QP's retry timer resends it).
+        public var maxPendingBytes = 32 << 20
 
         public init(name: String, listenHost: String, listenPort: UInt16, key: SymmetricKey) {
             self.name = name
@@ -68,6 +90,20 @@ public final class FabricNode {
     private var upLinks: [String: FabricLink] = [:]
     private var redialAt: [String: UInt64] = [:]
     private var refusedInARow: [String: Int] = [:]
+    /// Per peer: when a data frame last crossed its link, or it was last
+    /// asked for (`use`).
+    private var lastUsed: [String: UInt64] = [:]
+    /// Per peer: frames waiting for its link to come up, and their bytes.
+    private var pending: [String: [LinkFrame.Frame]] = [:]
+    private var pendingBytes: [String: Int] = [:]
+    /// Frames dropped: the pending queue was full, or the link they waited
+    /// for failed to come up.
+    public private(set) var droppedFrames = 0
+    /// Links closed because no one used them for `idleNanos`.
+    public private(set) var idleCloses = 0
+    /// Whether a local QP still needs the link to a peer (the router
+    /// answers from its QPs). Nil: nothing does, only traffic keeps a link.
+    public var needs: ((String) -> Bool)?
     /// Per peer: the last reason a link to or from it failed, for status.
     public private(set) var lastFailure: [String: String] = [:]
     /// Connections refused at the handshake since start.
@@ -103,7 +139,7 @@ public final class FabricNode {
     }
 
     /// Replaces the peer list (a directory change). Links to routers no
-    /// longer listed close.
+    /// longer listed close. No link is dialed here: links are made on use.
     public func setPeers(_ list: [RouterAddress]) {
         peers = [:]
         for p in list where p.name != config.name { peers[p.name] = p }
@@ -111,33 +147,88 @@ public final class FabricNode {
             l.close(reason: "router \(name) left the cluster directory")
             reap(l)
         }
-        let now = monotonicNanos()
-        for name in peers.keys where dialsPeer(name) && redialAt[name] == nil && upLinks[name] == nil && !dialing(name) {
-            redialAt[name] = now
-        }
+        for name in Array(pending.keys) where peers[name] == nil { dropPending(name) }
+        for name in Array(redialAt.keys) where peers[name] == nil { redialAt[name] = nil }
     }
 
-    /// The router whose name sorts first dials; so a pair has one link.
+    /// The tie-break for two links between the same pair (both dialed at
+    /// once): both sides keep the one dialed by the router whose name sorts
+    /// first. True when that is this router.
     public func dialsPeer(_ name: String) -> Bool { config.name < name }
 
     public func isUp(_ peer: String) -> Bool { upLinks[peer]?.state == .up }
 
-    /// Bytes waiting to be written on the link to `peer` (nil: no link).
-    public func queuedBytes(to peer: String) -> Int? { upLinks[peer].map(\.queued) }
+    /// Bytes waiting for the link to `peer`: unsent on the link when it is
+    /// up, else queued for it while it comes up (nil: neither).
+    public func queuedBytes(to peer: String) -> Int? {
+        if let l = upLinks[peer] { return l.queued }
+        return pendingBytes[peer]
+    }
 
     public var connectedPeers: [String] { upLinks.keys.sorted() }
 
     private func dialing(_ name: String) -> Bool {
-        links.values.contains { $0.dialed && $0.handshakePeer == name }
+        links.values.contains { $0.dialed && $0.handshakePeer == name && $0.state != .closed }
     }
 
-    /// Sends a fabric frame to a peer over its link; false when there is none.
+    /// Any link to or from `name` that is not closed (up or coming up).
+    private func linkInProgress(_ name: String) -> Bool {
+        links.values.contains { $0.state != .closed && !$0.retiring && ($0.handshakePeer == name || $0.peerName == name) }
+    }
+
+    /// Whether the link to `name` should exist (see the type's comment).
+    func wanted(_ name: String, now: UInt64) -> Bool {
+        if pending[name]?.isEmpty == false { return true }
+        if let u = lastUsed[name], now < u &+ config.idleNanos { return true }
+        return needs?(name) ?? false
+    }
+
+    /// The router needs the link to `peer` (a local QP was connected to a
+    /// QP there): dial it unless it is up, coming up, or backing off.
+    public func use(_ peer: String, now: UInt64 = monotonicNanos()) {
+        guard let p = peers[peer] else { return }
+        lastUsed[peer] = now
+        guard upLinks[peer] == nil, !dialing(peer) else { return }
+        if let at = redialAt[peer], at > now { return } // backing off; the timer dials
+        redialAt[peer] = nil
+        dial(p, now: now)
+    }
+
+    /// Sends a fabric frame to a peer. With no link up, the frame waits for
+    /// the link this call starts (or that is coming up), within
+    /// `maxPendingBytes`. False when the frame was dropped: the peer is not
+    /// in the directory, the link failed at once, or the queue is full.
     @discardableResult
     public func send(to peer: String, _ f: LinkFrame.Frame) -> Bool {
-        guard let l = upLinks[peer], l.state == .up else { return false }
-        let ok = l.send(f, now: monotonicNanos())
-        if l.state == .closed { reap(l) }
-        return ok
+        let now = monotonicNanos()
+        if let l = upLinks[peer], l.state == .up {
+            if f.kind == .data { lastUsed[peer] = now }
+            let ok = l.send(f, now: now)
+            if l.state == .closed { reap(l) }
+            return ok
+        }
+        guard peers[peer] != nil, f.kind == .data else { return false }
+        let size = f.body.count + LinkFrame.headerSize
+        guard (pendingBytes[peer] ?? 0) + size <= config.maxPendingBytes else {
+            droppedFrames += 1
+            return false
+        }
+        pending[peer, default: []].append(f)
+        pendingBytes[peer, default: 0] += size
+        use(peer, now: now)
+        return pending[peer] != nil
+    }
+
+    private func dropPending(_ name: String) {
+        droppedFrames += pending[name]?.count ?? 0
+        pending[name] = nil
+        pendingBytes[name] = nil
+    }
+
+    private func flushPending(_ name: String, into l: FabricLink, now: UInt64) {
+        guard let frames = pending.removeValue(forKey: name) else { return }
+        pendingBytes[name] = nil
+        for f in frames where l.state == .up { l.send(f, now: now) }
     }
 
     /// Handles what the node's epoll reports, then the timers. Call when
@@ -173,9 +264,12 @@ public final class FabricNode {
         for l in links.values {
             switch l.state {
             case .connecting, .handshaking: soonest(l.opened &+ config.handshakeTimeoutNanos)
+            case .up where l.retiring:
+                soonest(l.retiredAt &+ config.handshakeTimeoutNanos)
             case .up:
                 soonest(l.lastSent &+ config.heartbeatNanos)
                 soonest(l.lastHeard &+ config.deadAfterNanos)
+                if let p = l.peerName, upLinks[p] === l { soonest((lastUsed[p] ?? l.establishedAt) &+ config.idleNanos) }
             case .closed: break
             }
         }
@@ -188,6 +282,12 @@ public final class FabricNode {
             _ = sluice_net_epoll_set(pollFD, listenFD, UInt64(UInt32(bitPattern: listenFD)), 0, 1)
         }
         for l in Array(links.values) {
+            if l.retiring {
+                // The peer never closed its end of a duplicate link.
+                if l.state == .up && now >= l.retiredAt &+ config.handshakeTimeoutNanos { l.fail("retired") }
+                settle(l)
+                continue
+            }
             switch l.state {
             case .connecting, .handshaking:
                 if now >= l.opened &+ config.handshakeTimeoutNanos {
@@ -196,6 +296,13 @@ public final class FabricNode {
             case .up:
                 if now >= l.lastHeard &+ config.deadAfterNanos {
                     l.fail("nothing heard for \(config.deadAfterNanos / 1_000_000) ms: peer dead or unreachable")
+                } else if let p = l.peerName, upLinks[p] === l, now >= (lastUsed[p] ?? l.establishedAt) &+ config.idleNanos {
+                    if needs?(p) ?? false {
+                        lastUsed[p] = now // still needed: look again one idle time later
+                    } else {
+                        idleCloses += 1
+                        l.close(reason: "idle: no QP used the link for \(config.idleNanos / 1_000_000) ms")
+                    }
                 } else if now >= l.lastSent &+ config.heartbeatNanos {
                     l.send(LinkFrame.Frame(.ping), now: now)
                 }
@@ -205,7 +312,7 @@ public final class FabricNode {
         }
         for (name, at) in redialAt where now >= at {
             redialAt[name] = nil
-            guard let p = peers[name], upLinks[name] == nil else { continue }
+            guard let p = peers[name], upLinks[name] == nil, !dialing(name), wanted(name, now: now) else { continue }
             dial(p, now: now)
         }
     }
@@ -215,6 +322,7 @@ public final class FabricNode {
         guard fd >= 0 else {
             let reason = "connect to \(p.endpoint): \(String(cString: strerror(errno)))"
             lastFailure[p.name] = reason
+            if !linkInProgress(p.name) { dropPending(p.name) }
             onEvent?(.down(peer: p.name, address: p.endpoint, reason: reason, authentication: false))
             redialAt[p.name] = now &+ config.redialDelayNanos
             return
@@ -287,16 +395,40 @@ public final class FabricNode {
         switch e {
         case .established(let peer):
             if let old = upLinks[peer], old !== l {
-                old.close(reason: "replaced by a new link from router \(peer)")
-                reap(old, report: false)
+                let why = "duplicate link: router \(dialsPeer(peer) ? config.name : peer) dialed the one kept"
+                if old.dialed != l.dialed && l.dialed != dialsPeer(peer) {
+                    // Both sides dialed at once: both keep the link dialed
+                    // by the name that sorts first. The old one is kept; a
+                    // PING on it makes a stale one (a peer host that
+                    // rebooted) fail at once with a reset. The new one
+                    // retires: what was sent on it is still read.
+                    l.retire(reason: why, now: now)
+                    old.send(LinkFrame.Frame(.ping), now: now)
+                    settle(old)
+                    return
+                }
+                if old.dialed == l.dialed {
+                    // Same direction: the peer restarted (or redialed after
+                    // a drop it noticed first).
+                    old.close(reason: "replaced by a new link from router \(peer)")
+                    reap(old, report: false)
+                } else {
+                    // The other direction: the tie-break keeps this one.
+                    old.retire(reason: why, now: now)
+                }
             }
             upLinks[peer] = l
             redialAt[peer] = nil
             refusedInARow[peer] = nil
             lastFailure[peer] = nil
+            lastUsed[peer] = max(lastUsed[peer] ?? 0, now)
             onEvent?(.up(peer: peer, address: l.address, dialed: l.dialed))
+            flushPending(peer, into: l, now: now)
         case .frame(let f):
-            if let peer = l.peerName { onEvent?(.frame(peer: peer, f)) }
+            if let peer = l.peerName {
+                if f.kind == .data { lastUsed[peer] = now }
+                onEvent?(.frame(peer: peer, f))
+            }
         case .closed:
             break // reported by reap
         }
@@ -323,16 +455,25 @@ public final class FabricNode {
         let reason = l.closeReason ?? "closed"
         if let name, upLinks[name] === l { upLinks[name] = nil }
         if authentication { refusals += 1 }
-        if let name { lastFailure[name] = reason }
-        if let name, peers[name] != nil, dialsPeer(name), upLinks[name] == nil {
+        if let name, report, !l.retiring, !reason.hasPrefix("idle:") { lastFailure[name] = reason }
+        if let name, peers[name] != nil, upLinks[name] == nil, !linkInProgress(name) {
+            // The frames that waited for this attempt are lost (the QPs'
+            // retry timers resend them).
+            dropPending(name)
             // A refused handshake will be refused again until an operator
             // fixes a key: back off (doubling, up to 32×) so the audit log
-            // does not fill with one refusal a second.
+            // does not fill with one refusal a second. Only a link still
+            // wanted is dialed again; any side may dial.
+            let now = monotonicNanos()
             let factor = authentication ? min((refusedInARow[name] ?? 0) + 1, 5) : 0
             refusedInARow[name] = authentication ? factor : 0
-            redialAt[name] = monotonicNanos() &+ config.redialDelayNanos << UInt64(factor)
+            // (A refused link not wanted now keeps its back-off for the
+            // next use.)
+            if authentication || wanted(name, now: now) {
+                redialAt[name] = now &+ config.redialDelayNanos << UInt64(factor)
+            }
         }
-        if report { onEvent?(.down(peer: name, address: l.address, reason: reason, authentication: authentication)) }
+        if report && !l.retiring { onEvent?(.down(peer: name, address: l.address, reason: reason, authentication: authentication)) }
     }
 
     /// Closes every link (router shutdown).
@@ -342,6 +483,17 @@ public final class FabricNode {
             reap(l, report: false)
         }
         redialAt = [:]
+        for name in Array(pending.keys) { dropPending(name) }
+    }
+
+    /// A peer's link state for `sluice status`: "up"; "connecting" (a
+    /// link is in its handshake); "down" (no link, but one is wanted: it
+    /// is dialed again after a back-off, see `lastFailure`); "idle" (no
+    /// link, and nothing needs one).
+    public func linkState(_ name: String, now: UInt64 = monotonicNanos()) -> String {
+        if upLinks[name] != nil { return "up" }
+        if linkInProgress(name) { return "connecting" }
+        return wanted(name, now: now) ? "down" : "idle"
     }
 
     /// For `sluice status`: per peer, the link's state and the last failure.
@@ -349,18 +501,20 @@ public final class FabricNode {
         var out: [String: Any] = [:]
         let now = monotonicNanos()
         for name in peers.keys.sorted() {
-            var p: [String: Any] = ["address": peers[name]!.endpoint, "dials": dialsPeer(name)]
+            var p: [String: Any] = ["address": peers[name]!.endpoint, "state": linkState(name, now: now)]
             if let l = upLinks[name] {
-                p["state"] = "up"
                 p["upSeconds"] = Double(now &- l.establishedAt) / 1e9
                 p["queuedBytes"] = l.queued
-            } else {
-                p["state"] = links.values.contains { $0.handshakePeer == name || $0.peerName == name } ? "connecting" : "down"
+                p["direction"] = l.dialed ? "dialed" : "accepted"
+            } else if let b = pendingBytes[name] {
+                p["pendingBytes"] = b
             }
+            if let u = lastUsed[name] { p["idleSeconds"] = Double(now &- min(u, now)) / 1e9 }
             if let f = lastFailure[name] { p["lastFailure"] = f }
             out[name] = p
         }
         return ["name": config.name, "listen": "\(config.listenHost):\(boundPort)", "peers": out, "refusals": refusals,
-                "connections": links.count, "shedConnections": shed]
+                "connections": links.count, "shedConnections": shed, "droppedFrames": droppedFrames,
+                "idleCloses": idleCloses, "idleSeconds": Double(config.idleNanos) / 1e9]
     }
 }

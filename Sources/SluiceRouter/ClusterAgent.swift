@@ -24,6 +24,9 @@ public struct ClusterConfig {
     public var listen: (host: String, port: UInt16)?
     public var heartbeatMillis: UInt64 = 500
     public var deadAfterMillis: UInt64 = 3000
+    /// A link no local QP needs and that carried no request for this long
+    /// closes; the next use dials again (`--fabric-idle-ms`).
+    public var idleMillis: UInt64 = 60_000
     /// With the etcd directory: tenant policies come from etcd
     /// (`<prefix>policies/*.yaml`) once it holds any.
     public var policiesFromEtcd = true
@@ -32,6 +35,40 @@ public struct ClusterConfig {
         self.name = name
         self.directory = directory
         self.keyFile = keyFile
+    }
+}
+
+/// A requester retransmits a request nothing answers until its retries
+/// run out, so a tenant aiming at a QP that does not exist (or is not
+/// connected to it) would make the target audit every retry. This keeps
+/// one record a second per (peer router, QPN): the first refusal of a
+/// pair is always audited, later ones within the second are counted and
+/// the count goes into the pair's next record.
+struct DenialAuditLimiter {
+    var interval: UInt64 = 1_000_000_000
+    /// At most this many pairs are remembered (older ones are forgotten
+    /// first, which only means their next refusal is audited).
+    var maxPairs = 4096
+    private var pairs: [String: (audited: UInt64, suppressed: Int)] = [:]
+    /// Refusals not audited since start.
+    private(set) var suppressedTotal = 0
+
+    /// Nil: do not audit (counted). Else audit, noting that many refusals
+    /// of the pair were left out since its last record.
+    mutating func admit(peer: String, qpn: UInt32, now: UInt64) -> Int? {
+        let key = "\(peer)/\(qpn)"
+        if let e = pairs[key], now &- e.audited < interval {
+            pairs[key] = (e.audited, e.suppressed + 1)
+            suppressedTotal += 1
+            return nil
+        }
+        let suppressed = pairs[key]?.suppressed ?? 0
+        if pairs[key] == nil && pairs.count >= maxPairs {
+            pairs = pairs.filter { now &- $0.value.audited < interval }
+            if pairs.count >= maxPairs { pairs.removeAll() }
+        }
+        pairs[key] = (now, 0)
+        return suppressed
     }
 }
 
@@ -53,6 +90,15 @@ final class ClusterAgent {
     var onRoutersChanged: ((Set<String>) -> Void)?
     /// The policy files last applied from etcd, so an unchanged set is not applied twice.
     private var appliedPolicies: [String: String]?
+
+    /// Refusals of requests at this router, audited at most once a second
+    /// per (peer router, QPN).
+    var denials = DenialAuditLimiter()
+
+    /// Whether to audit a refusal for (`peer`, `qpn`) now; see `DenialAuditLimiter`.
+    func auditConnectionDenial(peer: String, qpn: UInt32, now: UInt64) -> Int? {
+        denials.admit(peer: peer, qpn: qpn, now: now)
+    }
 
     var directory: ClusterDirectory { (staticDirectory as ClusterDirectory?) ?? etcd! }
 
@@ -86,6 +132,7 @@ final class ClusterAgent {
         var nc = FabricNode.Configuration(name: config.name, listenHost: listen.host, listenPort: listen.port, key: key)
         nc.heartbeatNanos = config.heartbeatMillis * 1_000_000
         nc.deadAfterNanos = config.deadAfterMillis * 1_000_000
+        nc.idleNanos = config.idleMillis * 1_000_000
         node = try FabricNode(nc, peers: staticDirectory?.addresses ?? [])
         node.onEvent = { [unowned self] in self.record($0) }
         // The etcd thread starts now, before the sandbox: it then only
@@ -104,7 +151,9 @@ final class ClusterAgent {
             log.record(event: "fabric.link.up", decision: .allow, rule: "clusterKey",
                        fields: ["peer": peer, "address": address, "direction": dialed ? "dialed" : "accepted"])
         case .down(let peer, let address, let reason, let authentication):
-            if authentication {
+            if reason.hasPrefix("idle:") {
+                log.record(event: "fabric.link.idle", reason: reason, fields: ["peer": peer ?? "unknown", "address": address])
+            } else if authentication {
                 log.record(event: "fabric.link.refused", decision: .deny, rule: "clusterKey", reason: reason,
                            fields: ["peer": peer ?? "unknown", "address": address])
             } else {
@@ -138,6 +187,7 @@ final class ClusterAgent {
         var s = node.status()
         s["directory"] = etcd?.status() ?? ["kind": "static", "file": staticDirectory?.path ?? "", "routers": directory.routers.map(\.name)]
         s["unhandledFrames"] = unhandledFrames
+        s["suppressedDenials"] = denials.suppressedTotal
         return s
     }
 

@@ -131,7 +131,17 @@ extension Router {
             throw Refusal(EACCES, "connection refused by policy (rule operations)", rule: "operations",
                           auditReason: "\(s.tenant) lists no operations")
         }
+        // Links are made on first use: this QP will need one to that router.
+        c.node.use(o.name)
         return RemotePeer(router: o.name, qpn: destQPN & 0xff_ffff, lid: lid, ipv4: v4)
+    }
+
+    /// Whether a live local QP is connected to a QP on `router`: its link
+    /// is kept (and dialed again if it drops) while so.
+    func qpsNeedLink(to router: String) -> Bool {
+        qpsByNumber.values.contains { qp in
+            !qp.destroyed && qp.state != .error && qp.state != .reset && qp.remote?.router == router
+        }
     }
 
     /// Unsent bytes on one link above which new requests wait.
@@ -143,6 +153,17 @@ extension Router {
         return config.testUncheckedSender
         #else
         return false
+        #endif
+    }
+
+    /// What a request from `s` claims as its sender: the session's tenant
+    /// and address, or in debug builds what `--test-forge-tenant` and
+    /// `--test-forge-source-lid` make a modified router claim for it.
+    func claimedSender(_ s: Session) -> (tenant: String, lid: UInt16, ipv4: UInt32) {
+        #if SLUICE_TEST_HOOKS
+        return (config.testForgeTenant[s.tenant] ?? s.tenant, config.testForgeSourceLID[s.tenant] ?? s.lid, s.ipv4)
+        #else
+        return (s.tenant, s.lid, s.ipv4)
         #endif
     }
 
@@ -174,6 +195,12 @@ extension Router {
                 return failRemote(qp, w, UInt32(SLUICE_WC_RETRY_EXC_ERR), wcOpcode, "retry.transport",
                                   "no response from router \(r.router) for QP 0x\(String(r.qpn, radix: 16)): retries exhausted")
             }
+            // A retransmission waits for a backlogged link like a first
+            // send, without spending a retry: the request was not lost,
+            // it has not left yet (or the link is full of other QPs' data).
+            if let queued = c.node.queuedBytes(to: r.router), queued + f.frame.count > Router.linkBacklogLimit {
+                return .wait(Stall(kind: .peerNotReady, retryAt: now &+ 200_000, retriesLeft: -1))
+            }
             // Retransmit (the target answers a duplicate from its cache).
             if f.retriesLeft > 0 { f.retriesLeft -= 1 }
             f.deadline = now &+ interval
@@ -199,10 +226,11 @@ extension Router {
         // The same id as any earlier attempt of this request (an RNR retry),
         // so a copy of it that ran at the target meanwhile is not run again.
         let id = r.idForHead()
+        let me = claimedSender(qp.session)
         let req = RemoteRequest(opcode: w.opcode, solicited: w.send_flags & UInt32(SLUICE_SEND_SOLICITED) != 0,
-                                sourceQPN: qp.qpn, sourceLID: qp.session.lid, sourceIPv4: qp.session.ipv4, id: id,
+                                sourceQPN: qp.qpn, sourceLID: me.lid, sourceIPv4: me.ipv4, id: id,
                                 rkey: w.rkey, remoteAddress: w.remote_addr, compareAdd: w.compare_add, swap: w.swap,
-                                immediate: w.imm_data, length: UInt32(total), tenant: qp.session.tenant, payload: payload)
+                                immediate: w.imm_data, length: UInt32(total), tenant: me.tenant, payload: payload)
         let frame = req.encode()
         // Backpressure: while the link holds a lot unsent, the request
         // waits its turn (as behind a full send queue), so one busy host
@@ -213,7 +241,9 @@ extension Router {
         let deadline = now &+ interval
         r.inFlight = RemotePeer.InFlight(id: id, deadline: deadline,
                                          retriesLeft: qp.attrs.timeout == 0 ? -1 : Int(qp.attrs.retryCount), frame: frame)
-        // No link: the request is lost, as on a fabric; the timeout retries.
+        // With no link up yet, the frame waits (bounded) for the link this
+        // starts; if it cannot be queued or the link fails, it is lost, as
+        // on a fabric, and the retry timer resends it.
         c.node.send(to: r.router, LinkFrame.Frame(.data, stream: r.qpn, body: frame))
         return .wait(Stall(kind: .peerNotReady, retryAt: deadline, retriesLeft: -1))
     }
@@ -325,18 +355,66 @@ extension Router {
         fabric.activate(qp)
     }
 
+    /// What the target can check of the sender's claims with its own
+    /// tables: the source LID and IPv4 must be addresses the directory
+    /// gives to the sending router, and a claimed tenant whose policy has
+    /// an `addressPool` must send from an address in it. Nil when they
+    /// hold; else why not. (The rest — which of the sending router's
+    /// endpoints, of a tenant without an address pool, sent it — is that
+    /// router's word: see SECURITY.md.)
+    func checkSource(from router: String, _ req: RemoteRequest, _ c: ClusterAgent) -> String? {
+        let byLID = c.directory.router(forLID: req.sourceLID)?.name
+        guard byLID == router else {
+            return "source LID \(req.sourceLID) belongs to \(byLID.map { "router \($0)" } ?? "no router"), not to the sender \(router)"
+        }
+        let byIPv4 = c.directory.router(forIPv4: req.sourceIPv4)?.name
+        guard byIPv4 == router else {
+            return "source address \(Router.dotted(req.sourceIPv4)) belongs to \(byIPv4.map { "router \($0)" } ?? "no router"), not to the sender \(router)"
+        }
+        if let pool = engine.policy(req.tenant)?.addressPool, !pool.contains(req.sourceIPv4) {
+            return "tenant \(req.tenant)'s addressPool \(pool) does not hold the source address \(Router.dotted(req.sourceIPv4))"
+        }
+        return nil
+    }
+
     /// The target's side: every check against this router's own tables.
     private func serveRemoteRequest(from router: String, qpn: UInt32, _ req: RemoteRequest) {
         guard let c = cluster else { return }
+        let now = monotonicNanos()
         // The QP must be connected to exactly that QP at that address on
         // that router; otherwise nothing answers, as for a QP that does not
         // exist (the requester times out). QP hijack across hosts ends here.
+        // The requester retransmits until its retries run out: one audit
+        // record a second per (router, QPN), with the count left out.
         guard let qp = qpsByNumber[qpn], !qp.destroyed, qp.state == .rtr || qp.state == .rts, let r = qp.remote,
-              r.router == router, r.qpn == req.sourceQPN,
-              r.ipv4 != 0 ? r.ipv4 == req.sourceIPv4 : r.lid == req.sourceLID else {
-            log.record(event: "fabric.request", decision: .deny, rule: "fabric.connection",
-                       reason: "no QP 0x\(String(qpn, radix: 16)) here is connected to QP 0x\(String(req.sourceQPN, radix: 16)) on router \(router)",
-                       fields: ["peer": router, "tenant": req.tenant])
+              r.router == router else {
+            if let suppressed = c.auditConnectionDenial(peer: router, qpn: qpn, now: now) {
+                var fields = ["peer": router, "tenant": req.tenant]
+                if suppressed > 0 { fields["suppressed"] = String(suppressed) }
+                log.record(event: "fabric.request", decision: .deny, rule: "fabric.connection",
+                           reason: "no QP 0x\(String(qpn, radix: 16)) here is connected to QP 0x\(String(req.sourceQPN, radix: 16)) on router \(router)",
+                           fields: fields)
+            }
+            return
+        }
+        // What the sending router says of the sender, checked where this
+        // router can: a forged address or tenant is refused, as a NIC
+        // refuses a packet from the wrong port.
+        if let why = checkSource(from: router, req, c) {
+            if let suppressed = c.auditConnectionDenial(peer: router, qpn: qpn, now: now) {
+                denyDataPath(qp, "request from router \(router) claiming tenant \(req.tenant): \(why)"
+                             + (suppressed > 0 ? " (\(suppressed) more not recorded)" : ""), rule: "fabric.source")
+            }
+            return
+        }
+        guard r.qpn == req.sourceQPN, r.ipv4 != 0 ? r.ipv4 == req.sourceIPv4 : r.lid == req.sourceLID else {
+            if let suppressed = c.auditConnectionDenial(peer: router, qpn: qpn, now: now) {
+                var fields = ["peer": router, "tenant": req.tenant]
+                if suppressed > 0 { fields["suppressed"] = String(suppressed) }
+                log.record(event: "fabric.request", decision: .deny, rule: "fabric.connection",
+                           reason: "QP 0x\(String(qpn, radix: 16)) here is not connected to QP 0x\(String(req.sourceQPN, radix: 16)) at that address on router \(router)",
+                           fields: fields)
+            }
             return
         }
         switch r.arrival(of: req.id) {
@@ -350,9 +428,15 @@ extension Router {
         case .run:
             break
         }
+        // Inbound work runs now, on the frame's arrival, not in the lane's
+        // turn; its time (the copy of a WRITE or a READ's bytes, the answer)
+        // is charged to the target QP's tenant lane, as its own requests
+        // are, so the debt delays that tenant's next turn of the scheduler.
+        let started = CycleClock.now()
         let (status, payload) = runRemoteRequest(qp, r, req)
         let resp = RemoteResponse(status: status, rnrDelayCode: qp.attrs.minRNRTimer, sourceQPN: qp.qpn, id: req.id,
                                   tenant: qp.session.tenant, payload: payload).encode()
+        defer { chargeInbound(qp, since: started, bytes: UInt64(req.length)) }
         // An RNR answer ran nothing: the cache keeps the last request that
         // ran (the requester retries with the same id). A READ may run again
         // (RC allows it, nothing changes), so its possibly large answer is
@@ -361,6 +445,17 @@ extension Router {
             r.executed(req.id, response: req.opcode == UInt32(SLUICE_WR_RDMA_READ) ? nil : resp)
         }
         c.node.send(to: router, LinkFrame.Frame(.data, stream: req.sourceQPN, body: resp))
+    }
+
+    /// Charges the time since `start` to `qp`'s tenant lane, capped as a
+    /// request of `bytes` would be (a preemption mid-copy costs no more).
+    /// Outside the lane's turn, so the lane's timing mark is free to move:
+    /// its turn starts it again.
+    func chargeInbound(_ qp: QueuePair, since start: UInt64, bytes: UInt64) {
+        let clock = CycleClock.shared
+        let cap = clock.ticks(nanos: SoftwareFabric.chargeCapNanos &+ min(bytes, UInt64(Int64.max) / 2))
+        qp.lane.credit.start(start)
+        qp.lane.credit.charge(CycleClock.now(), cap: cap)
     }
 
     private func runRemoteRequest(_ qp: QueuePair, _ r: RemotePeer, _ req: RemoteRequest) -> (RemoteResponse.Status, [UInt8]) {

@@ -51,6 +51,11 @@ public struct RouterConfig {
     /// routers without its own checks, so tests can show the target's
     /// suffice. Ignored in release builds.
     public var testUncheckedSender = false
+    /// Tests only (debug builds): requests to other routers from the
+    /// sessions of a tenant (key) claim another tenant, or another source
+    /// LID (value), so tests can show what the target checks of them.
+    public var testForgeTenant: [String: String] = [:]
+    public var testForgeSourceLID: [String: UInt16] = [:]
 
     public init(runtimeDir: String, policies: PolicySet, policyDirectory: String? = nil, audit: AuditConfiguration) {
         self.runtimeDir = runtimeDir
@@ -137,6 +142,7 @@ public final class Router {
             cluster = agent
             agent.onFrame = { [unowned self] in self.handleFabricFrame(from: $0, $1) }
             agent.onRoutersChanged = { [unowned self] in self.failQPsOfRoutersGone($0) }
+            agent.node.needs = { [unowned self] in self.qpsNeedLink(to: $0) }
             try watch(agent.pollFD, Router.tag(.cluster, 0))
             if let fd = agent.notifyFD { try watch(fd, Router.tag(.cluster, 1)) }
         }

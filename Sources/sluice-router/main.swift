@@ -121,13 +121,26 @@ struct SluiceRouterCommand: ParsableCommand {
     @Option(name: .customLong("fabric-heartbeat-ms"), help: ArgumentHelp("Idle links send a heartbeat this often.", valueName: "ms"))
     var fabricHeartbeatMillis: UInt64 = 500
 
-    @Option(name: .customLong("fabric-dead-ms"), help: ArgumentHelp("A link silent this long is closed (peer dead or partitioned) and dialed again.", valueName: "ms"))
+    @Option(name: .customLong("fabric-dead-ms"), help: ArgumentHelp("A link silent this long is closed (peer dead or partitioned) and dialed again while it is needed.", valueName: "ms"))
     var fabricDeadMillis: UInt64 = 3000
+
+    @Option(name: .customLong("fabric-idle-ms"), help: ArgumentHelp("Links are made on first use; one no local QP needs and that carried no request for this long closes (the next use dials again).", valueName: "ms"))
+    var fabricIdleMillis: UInt64 = 60_000
 
     @Flag(name: .customLong("test-unchecked-sender"), help: ArgumentHelp(
         "Tests only, debug builds only: send requests to other routers without this router's own checks, to show the target's suffice.",
         visibility: .hidden))
     var testUncheckedSender = false
+
+    @Option(name: .customLong("test-forge-tenant"), help: ArgumentHelp(
+        "Tests only, debug builds only: requests to other routers from TENANT's sessions claim the tenant OTHER.",
+        valueName: "TENANT=OTHER", visibility: .hidden))
+    var testForgeTenant: [String] = []
+
+    @Option(name: .customLong("test-forge-source-lid"), help: ArgumentHelp(
+        "Tests only, debug builds only: requests to other routers from TENANT's sessions claim the source LID.",
+        valueName: "TENANT=LID", visibility: .hidden))
+    var testForgeSourceLID: [String] = []
 
     @Flag(name: .customLong("bench-no-enforcement"), help: ArgumentHelp(
         "Benchmark only: skip the data path's policy check and shaping (keys, bounds and access flags are still checked), so `make bench` can show what enforcement costs. Never in production.",
@@ -161,6 +174,16 @@ struct SluiceRouterCommand: ParsableCommand {
         var config = RouterConfig(runtimeDir: runtimeDir, policies: set, policyDirectory: policies, audit: audit)
         config.spinNanos = spinMicros * 1000
         config.testUncheckedSender = testUncheckedSender
+        for f in testForgeTenant {
+            let kv = f.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { fail("--test-forge-tenant \(f): expected TENANT=OTHER") }
+            config.testForgeTenant[kv[0]] = kv[1]
+        }
+        for f in testForgeSourceLID {
+            let kv = f.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, let lid = UInt16(kv[1]) else { fail("--test-forge-source-lid \(f): expected TENANT=LID") }
+            config.testForgeSourceLID[kv[0]] = lid
+        }
         if let keyFile = clusterKey {
             config.cluster = clusterConfig(keyFile: keyFile)
         } else if directory != "static" || etcd != nil || fabricListen != nil || routerName != nil {
@@ -246,6 +269,7 @@ extension SluiceRouterCommand {
         c.listen = listen
         c.heartbeatMillis = fabricHeartbeatMillis
         c.deadAfterMillis = fabricDeadMillis
+        c.idleMillis = fabricIdleMillis
         return c
     }
 }

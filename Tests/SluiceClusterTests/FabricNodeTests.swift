@@ -44,13 +44,156 @@ final class FabricNodeTests: XCTestCase {
         return done()
     }
 
+    func connections(_ n: FabricNode) -> Int { n.status()["connections"] as? Int ?? -1 }
+
+    func state(_ n: FabricNode, _ peer: String) -> String? {
+        ((n.status()["peers"] as? [String: Any])?[peer] as? [String: Any])?["state"] as? String
+    }
+
+    func direction(_ n: FabricNode, _ peer: String) -> String? {
+        ((n.status()["peers"] as? [String: Any])?[peer] as? [String: Any])?["direction"] as? String
+    }
+
+    func testNoLinkBeforeFirstUseAndTheFirstFrameDialsAndArrives() throws {
+        let (a, ra) = try node("alpha-host"), (b, rb) = try node("beta-host")
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        // Nothing needs a link: none is made.
+        XCTAssertFalse(pump([a, b], seconds: 0.5) { self.connections(a) > 0 || self.connections(b) > 0 })
+        XCTAssertEqual(connections(a), 0)
+        XCTAssertEqual(connections(b), 0)
+        XCTAssertEqual(state(a, "beta-host"), "idle")
+        XCTAssertEqual(state(b, "alpha-host"), "idle")
+        XCTAssertEqual(ra.events.count + rb.events.count, 0)
+        // The first frame, from the name that sorts second: it dials, the
+        // frame waits for the link and arrives once it is up.
+        XCTAssert(b.send(to: "alpha-host", .init(.data, stream: 5, body: [9, 8, 7])), "queued for the link")
+        XCTAssertEqual(state(b, "alpha-host"), "connecting")
+        XCTAssert(pump([a, b]) { ra.frames.count == 1 }, "\(ra.events) \(rb.events)")
+        XCTAssertEqual(ra.frames.first, .init(.data, stream: 5, body: [9, 8, 7]))
+        XCTAssertEqual(rb.ups, ["alpha-host"])
+        XCTAssertEqual(direction(b, "alpha-host"), "dialed")
+        XCTAssertEqual(direction(a, "beta-host"), "accepted")
+        XCTAssertEqual(connections(a), 1)
+        XCTAssertEqual(connections(b), 1)
+        XCTAssertEqual(b.droppedFrames, 0)
+    }
+
+    func testBothSidesWantingTheLinkAtOnceEndWithOneLinkAndNoFrameLost() throws {
+        // Several rounds: which handshake finishes first varies.
+        for round in 0..<5 {
+            let (a, ra) = try node("a\(round)"), (b, rb) = try node("b\(round)")
+            a.setPeers([addr(a), addr(b)])
+            b.setPeers([addr(a), addr(b)])
+            // Both send before either services its node: both dial.
+            XCTAssert(a.send(to: b.config.name, .init(.data, stream: 1, body: [1])))
+            XCTAssert(b.send(to: a.config.name, .init(.data, stream: 2, body: [2])))
+            XCTAssertEqual(connections(a), 1)
+            XCTAssertEqual(connections(b), 1)
+            XCTAssert(pump([a, b]) {
+                self.connections(a) == 1 && self.connections(b) == 1 && a.isUp(b.config.name) && b.isUp(a.config.name)
+                    && ra.frames.count == 1 && rb.frames.count == 1
+            }, "round \(round): \(a.status()) \(b.status()) \(ra.events) \(rb.events)")
+            // Both kept the one dialed by the name that sorts first and
+            // retired the other (a side that agreed on neither would end
+            // with none, or each with another).
+            XCTAssertEqual(direction(a, b.config.name), "dialed", "round \(round)")
+            XCTAssertEqual(direction(b, a.config.name), "accepted", "round \(round)")
+            XCTAssertEqual(rb.frames, [.init(.data, stream: 1, body: [1])])
+            XCTAssertEqual(ra.frames, [.init(.data, stream: 2, body: [2])])
+            // And it carries more, both ways.
+            XCTAssert(a.send(to: b.config.name, .init(.data, stream: 3, body: [3])))
+            XCTAssert(b.send(to: a.config.name, .init(.data, stream: 4, body: [4])))
+            XCTAssert(pump([a, b]) { ra.frames.count == 2 && rb.frames.count == 2 })
+            XCTAssertEqual(a.droppedFrames + b.droppedFrames, 0)
+            XCTAssertEqual(a.refusals + b.refusals, 0)
+            XCTAssertEqual(ra.authFailures + rb.authFailures, [])
+        }
+    }
+
+    func testAnIdleLinkClosesAfterTheIdleTimeAndTheNextUseDialsAgain() throws {
+        let tune: (inout FabricNode.Configuration) -> Void = { $0.idleNanos = 400_000_000 }
+        let (a, ra) = try node("a", tune: tune), (b, rb) = try node("b", tune: tune)
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        XCTAssert(a.send(to: "b", .init(.data, stream: 1, body: [1])))
+        XCTAssert(pump([a, b]) { rb.frames.count == 1 })
+        // Nothing uses it: it closes, on its own, and no one dials again.
+        XCTAssert(pump([a, b]) { self.connections(a) == 0 && self.connections(b) == 0 }, "\(a.status())")
+        // (Both sides may find it idle in the same instant and close it.)
+        XCTAssertGreaterThanOrEqual(a.idleCloses + b.idleCloses, 1, "\(ra.downs) \(rb.downs)")
+        XCTAssert(ra.downs.contains { $0.hasPrefix("idle:") } || rb.downs.contains { $0.hasPrefix("idle:") }, "\(ra.downs) \(rb.downs)")
+        XCTAssertFalse(pump([a, b], seconds: 0.6) { self.connections(a) > 0 || self.connections(b) > 0 }, "nothing redials an unused link")
+        XCTAssertEqual(state(a, "b"), "idle")
+        XCTAssertNil((a.status()["peers"] as? [String: [String: Any]])?["b"]?["lastFailure"], "an idle close is no failure")
+        // The next use dials again and the frame arrives.
+        XCTAssert(a.send(to: "b", .init(.data, stream: 2, body: [2])))
+        XCTAssert(pump([a, b]) { rb.frames.count == 2 })
+        XCTAssertEqual(ra.ups, ["b", "b"])
+    }
+
+    func testALinkAQPNeedsStaysPastTheIdleTimeAndIsRedialedWhenDropped() throws {
+        var needed = true
+        let tune: (inout FabricNode.Configuration) -> Void = {
+            $0.idleNanos = 200_000_000
+            $0.heartbeatNanos = 50_000_000
+            $0.deadAfterNanos = 300_000_000
+        }
+        let (a, ra) = try node("a", tune: tune), (b, _) = try node("b", tune: tune)
+        a.needs = { $0 == "b" && needed }
+        b.needs = { $0 == "a" && needed }
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        b.use("a")
+        XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") })
+        XCTAssertFalse(pump([a, b], seconds: 1) { !a.isUp("b") || !b.isUp("a") }, "needed: kept past the idle time")
+        XCTAssertEqual(a.idleCloses + b.idleCloses, 0)
+        // b falls silent: a drops the link, and dials again since a QP
+        // still needs it (a did not dial the first one).
+        XCTAssert(pump([a], seconds: 3) { !a.isUp("b") })
+        XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") }, "\(ra.events)")
+        XCTAssertEqual(direction(a, "b"), "dialed")
+        // Nothing needs it any more: it closes after the idle time, and
+        // no one dials it again.
+        needed = false
+        XCTAssert(pump([a, b]) { self.connections(a) == 0 && self.connections(b) == 0 })
+        XCTAssertFalse(pump([a, b], seconds: 0.6) { self.connections(a) > 0 || self.connections(b) > 0 })
+        XCTAssertEqual(state(a, "b"), "idle")
+    }
+
+    func testFramesWaitBoundedForALinkComingUpAndAFailedAttemptDropsThem() throws {
+        let frame = { (i: UInt8) in LinkFrame.Frame(.data, stream: UInt32(i), body: [UInt8](repeating: i, count: 100)) }
+        let each = 100 + LinkFrame.headerSize
+        let (a, _) = try node("a") { $0.maxPendingBytes = 3 * each }
+        let (b, rb) = try node("b")
+        a.setPeers([addr(a), addr(b)])
+        b.setPeers([addr(a), addr(b)])
+        // b is not serviced yet: the link cannot finish its handshake.
+        for i: UInt8 in 1...3 { XCTAssert(a.send(to: "b", frame(i)), "frame \(i) queued") }
+        XCTAssertFalse(a.send(to: "b", frame(4)), "beyond the bound: dropped, not queued")
+        XCTAssertEqual(a.droppedFrames, 1)
+        XCTAssertEqual(a.queuedBytes(to: "b"), 3 * each, "what waits counts toward the link's backlog")
+        XCTAssert(pump([a, b]) { rb.frames.count == 3 })
+        XCTAssertEqual(rb.frames, [frame(1), frame(2), frame(3)], "in order, once the link is up")
+
+        // A peer where nothing listens: the attempt fails, what waited for
+        // it is dropped (the QPs' retries resend), and it shows as down.
+        let dead = try node("d") { $0.maxPendingBytes = 3 * each }.0
+        dead.setPeers([addr(dead), RouterAddress(name: "z", host: "127.0.0.1", port: 1)])
+        _ = dead.send(to: "z", frame(9))
+        XCTAssert(pump([dead]) { dead.droppedFrames == 1 }, "\(dead.status())")
+        XCTAssertNil(dead.queuedBytes(to: "z"))
+        XCTAssertEqual(state(dead, "z"), "down")
+    }
+
     func testTwoRoutersLinkOnceAndCarryTaggedFramesBothWays() throws {
         let (a, ra) = try node("alpha-host"), (b, rb) = try node("beta-host")
         a.setPeers([addr(a), addr(b)])
         b.setPeers([addr(a), addr(b)])
+        a.use("beta-host")
         XCTAssert(pump([a, b]) { a.isUp("beta-host") && b.isUp("alpha-host") }, "\(ra.events) \(rb.events)")
         XCTAssertEqual(ra.ups, ["beta-host"])
-        XCTAssertEqual(rb.ups, ["alpha-host"], "one link per pair: only the first name dials")
+        XCTAssertEqual(rb.ups, ["alpha-host"], "one link per pair")
         let big = (0..<LinkFrame.maxBody).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         XCTAssert(a.send(to: "beta-host", .init(.data, stream: 42, body: big)))
         XCTAssert(b.send(to: "alpha-host", .init(.data, stream: 7, body: [1, 2, 3])))
@@ -64,13 +207,24 @@ final class FabricNodeTests: XCTestCase {
         let (a, ra) = try node("a"), (b, rb) = try node("b", key: SymmetricKey(size: .bits256))
         a.setPeers([addr(a), addr(b)])
         b.setPeers([addr(a), addr(b)])
+        // Each wants the link (a use), each dials, each is refused, and
+        // dials again after a back-off while the use is recent.
+        a.use("b")
+        b.use("a")
         XCTAssert(pump([a, b]) { ra.authFailures.count >= 2 && rb.authFailures.count >= 2 }, "\(ra.events) \(rb.events)")
         XCTAssertFalse(a.isUp("b"))
         XCTAssertFalse(b.isUp("a"))
         XCTAssertEqual(ra.ups + rb.ups, [])
-        XCTAssert(ra.authFailures[0].contains("does not hold the cluster key"), ra.authFailures[0])
-        XCTAssert(rb.authFailures[0].contains("authentication failed"), rb.authFailures[0])
-        XCTAssertFalse(a.send(to: "b", .init(.data, stream: 1, body: [1])), "no link, nothing sent")
+        // As dialer each finds the other does not hold the key; as acceptor
+        // each is told its challenge failed.
+        for r in [ra, rb] {
+            XCTAssert(r.authFailures.contains { $0.contains("does not hold the cluster key") }, "\(r.authFailures)")
+            XCTAssert(r.authFailures.contains { $0.contains("authentication failed") }, "\(r.authFailures)")
+        }
+        XCTAssertEqual(state(a, "b"), "down", "wanted, not linked: down with its last failure")
+        _ = a.send(to: "b", .init(.data, stream: 1, body: [1]))
+        _ = pump([a, b], seconds: 1) { !rb.frames.isEmpty }
+        XCTAssertEqual(rb.frames, [], "no link, nothing delivered")
     }
 
     /// A raw TCP client: the node under test must close it and stay well.
@@ -129,6 +283,7 @@ final class FabricNodeTests: XCTestCase {
         XCTAssert(rb.downs.last?.contains("no handshake within") ?? false, "\(rb.downs)")
 
         // After all that, a real router still links.
+        a.use("b")
         XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") })
     }
 
@@ -176,6 +331,7 @@ final class FabricNodeTests: XCTestCase {
         let (a, ra) = try node("a", tune: tune), (b, _) = try node("b", tune: tune)
         a.setPeers([addr(a), addr(b)])
         b.setPeers([addr(a), addr(b)])
+        a.use("b")
         XCTAssert(pump([a, b]) { a.isUp("b") && b.isUp("a") })
         // b stops answering (a hung router, a partition): a notices by itself.
         let t0 = Date()
@@ -238,6 +394,7 @@ final class FabricNodeTests: XCTestCase {
         // A listed router still links at once (its host is not a stranger),
         // long before the strangers' handshakes time out.
         a.setPeers([addr(a), addr(b)])
+        a.use("b")
         XCTAssert(pump([a, b], seconds: 1.5) { a.isUp("b") && b.isUp("a") }, "\(ra.events) \(rb.events)")
         XCTAssertLessThanOrEqual(connections(), 17)
         // The strangers time out (2 s): only the link remains.

@@ -5,8 +5,10 @@ import XCTest
 /// The attacks that apply across hosts, against a target router whose
 /// sending peer skips its own checks (`--test-unchecked-sender`, debug
 /// builds): stale rkey, another tenant's rkey, out of bounds, a QP hijack,
-/// and an operation the policies forbid. Each is refused at the target,
-/// audited there, and leaves the victim's bytes as they were.
+/// an operation the policies forbid, and (`--test-forge-tenant`,
+/// `--test-forge-source-lid`) a forged tenant name and a forged source
+/// address. Each is refused at the target, audited there, and leaves the
+/// victim's bytes as they were.
 final class FabricAttackNetnsTests: XCTestCase {
     var lab: NetnsLab!
     var routers: [RouterProcess] = []
@@ -42,24 +44,28 @@ final class FabricAttackNetnsTests: XCTestCase {
         try yaml.write(toFile: dir + "/cluster.yaml", atomically: true, encoding: .utf8)
         FileManager.default.createFile(atPath: dir + "/cluster.key", contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
                                        attributes: [.posixPermissions: 0o600])
-        let policies = ["alpha": RouterProcess.permissive("alpha", peers: ["sendonly": "[send, write]"]),
+        // vault takes its addresses from a pool on host 1 only, and lets
+        // no other tenant at its memory; impostor's and forger's requests
+        // claim what they are not (host 0's router forges them).
+        let policies = ["alpha": RouterProcess.permissive("alpha", peers: ["sendonly": "[send, write]", "forger": "[write]"]),
                         "beta": RouterProcess.permissive("beta"), "mallory": RouterProcess.permissive("mallory"),
-                        "sendonly": FabricAttackNetnsTests.sendOnly]
+                        "sendonly": FabricAttackNetnsTests.sendOnly,
+                        "vault": RouterProcess.permissive("vault", extra: "  addressPool: 10.77.1.0/25\n"),
+                        "impostor": RouterProcess.permissive("impostor"), "forger": RouterProcess.permissive("forger")]
         for i in 0..<2 {
             // Host 0's router is the modified sender.
             let r = try RouterProcess(policies: policies,
                                       extraArguments: ["--cluster-key", dir + "/cluster.key", "--router-name", "host-\(i)",
-                                                       "--cluster-file", dir + "/cluster.yaml"] + (i == 0 ? ["--test-unchecked-sender"] : []),
+                                                       "--cluster-file", dir + "/cluster.yaml"] + (i == 0 ? ["--test-unchecked-sender", "--test-forge-tenant", "impostor=vault",
+                                                                                      "--test-forge-source-lid", "forger=1500"] : []),
                                       launcher: lab.inHost(i, []))
             lab.adopt(r.process)
             routers.append(r)
         }
-        let end = Date().addingTimeInterval(15)
-        func up(_ r: RouterProcess, _ p: String) -> Bool {
-            ((((try? r.status())?["cluster"] as? [String: Any])?["peers"] as? [String: [String: Any]])?[p]?["state"] as? String) == "up"
-        }
-        while Date() < end && !(up(routers[0], "host-1") && up(routers[1], "host-0")) { usleep(50_000) }
-        XCTAssert(up(routers[0], "host-1"), "the routers did not link")
+        // Links are made on first use: none yet. The tests' first
+        // connection dials it.
+        XCTAssertEqual(routers[0].fabricState("host-1"), "idle")
+        XCTAssertEqual(routers[1].fabricState("host-0"), "idle")
     }
 
     override func tearDown() {
@@ -158,5 +164,51 @@ final class FabricAttackNetnsTests: XCTestCase {
         XCTAssertEqual(s.poll(1).first?.status, IBV_WC_REM_INV_REQ_ERR)
         XCTAssertEqual(victim.bytes(0, 4096), afterSend, "the WRITE changed nothing")
         XCTAssertEqual(targetDenials("operations"), 1, "refused by the target's copy of sendonly's policy")
+    }
+
+    func sourceDenials() -> [[String: Any]] {
+        routers[1].auditRecords().filter { ($0["event"] as? String) == "datapath" && ($0["rule"] as? String) == "fabric.source" }
+    }
+
+    func testATenantNameTheSenderForgesIsRefusedAtTheTarget() throws {
+        // impostor's router says its requests come from vault. By vault's
+        // consent alone (vault to vault) the WRITE would land; vault's
+        // addressPool is what the sender cannot fake.
+        let imp = try VerbsEndpoint(socket: routers[0].socket("impostor")), v = try VerbsEndpoint(socket: routers[1].socket("vault"))
+        let qi = try imp.createQP(), qv = try v.createQP()
+        try imp.connect(qi, to: qv, of: v, access: rw, retryCount: 2, timeout: 10)
+        try v.connect(qv, to: qi, of: imp, access: rw)
+        let victim = TestBuffer(pages: 1), ibuf = TestBuffer(pages: 1)
+        victim.fill(0, 4096, seed: 31)
+        ibuf.fill(0, 4096, seed: 32)
+        let before = victim.bytes(0, 4096)
+        let vmr = try v.register(victim.base, 4096, rw), imr = try imp.register(ibuf.base, 4096, rw)
+        try imp.postSend(qi, id: 1, IBV_WR_RDMA_WRITE, [sge(ibuf.base, 64, imr)], remote: (addr(victim.base), vmr.pointee.rkey))
+        XCTAssertEqual(imp.poll(1).first?.status, IBV_WC_RETRY_EXC_ERR, "nothing answers a forged request")
+        XCTAssert(victim.bytes(0, 4096) == before, "the forged WRITE changed nothing")
+        let denials = sourceDenials()
+        XCTAssertGreaterThanOrEqual(denials.count, 1)
+        XCTAssert((denials.first?["reason"] as? String ?? "").contains("tenant vault's addressPool"), "\(denials)")
+        XCTAssertEqual(denials.first?["decision"] as? String, "deny")
+    }
+
+    func testASourceAddressThatIsNotTheSendersIsRefusedAtTheTarget() throws {
+        // forger's router claims LID 1500, which the directory gives to
+        // host 1 (the target itself), not to host 0.
+        let f = try VerbsEndpoint(socket: routers[0].socket("forger")), b = try VerbsEndpoint(socket: routers[1].socket("alpha"))
+        let qf = try f.createQP(), qb = try b.createQP()
+        try f.connect(qf, to: qb, of: b, access: rw, retryCount: 2, timeout: 10)
+        try b.connect(qb, to: qf, of: f, access: rw)
+        let victim = TestBuffer(pages: 1), fbuf = TestBuffer(pages: 1)
+        victim.fill(0, 4096, seed: 41)
+        fbuf.fill(0, 4096, seed: 42)
+        let before = victim.bytes(0, 4096)
+        let vmr = try b.register(victim.base, 4096, rw), fmr = try f.register(fbuf.base, 4096, rw)
+        try f.postSend(qf, id: 1, IBV_WR_RDMA_WRITE, [sge(fbuf.base, 64, fmr)], remote: (addr(victim.base), vmr.pointee.rkey))
+        XCTAssertEqual(f.poll(1).first?.status, IBV_WC_RETRY_EXC_ERR)
+        XCTAssert(victim.bytes(0, 4096) == before, "the WRITE from a forged address changed nothing")
+        let denials = sourceDenials()
+        XCTAssertGreaterThanOrEqual(denials.count, 1)
+        XCTAssert((denials.first?["reason"] as? String ?? "").contains("source LID 1500 belongs to router host-1, not to the sender host-0"), "\(denials)")
     }
 }

@@ -1,9 +1,11 @@
 import Foundation
+import SluiceVerbs
 import XCTest
 
 /// Routers on separate hosts (network namespaces): the fabric link, its
 /// authentication, and what a partition does to it. Real routers, sandboxed
-/// (enforce), real TCP over veth.
+/// (enforce), real TCP over veth. Links are made on first use: a QP
+/// connected to a QP on the other host is what asks for one here.
 final class FabricLinkNetnsTests: XCTestCase {
     var lab: NetnsLab!
     var dir: String!
@@ -64,9 +66,36 @@ final class FabricLinkNetnsTests: XCTestCase {
         r.auditRecords().filter { $0["event"] as? String == event }
     }
 
+    let rw = ibv_access_flags(IBV_ACCESS_LOCAL_WRITE.rawValue | IBV_ACCESS_REMOTE_WRITE.rawValue)
+
+    /// Connects a QP of `x` to a QP of `y` (one direction): `x`'s router
+    /// then needs a link to `y`'s, and dials it.
+    @discardableResult
+    func connectQP(_ x: VerbsEndpoint, to y: VerbsEndpoint) throws -> (UnsafeMutablePointer<ibv_qp>, UnsafeMutablePointer<ibv_qp>) {
+        let qx = try x.createQP(), qy = try y.createQP()
+        try x.connect(qx, to: qy, of: y, access: rw)
+        return (qx, qy)
+    }
+
     func testRoutersInTwoNamespacesAuthenticateAndAWrongKeyRouterIsRefused() throws {
         let a = try router(0), b = try router(1), stranger = try router(2, key: "other.key")
+        // No link before anything needs one.
+        usleep(300_000)
+        for (r, p) in [(a, "host-1"), (a, "host-2"), (b, "host-0"), (stranger, "host-0")] {
+            XCTAssertEqual(state(r, p), "idle", "no link before first use")
+        }
+        XCTAssertEqual(((try a.status())["cluster"] as? [String: Any])?["connections"] as? Int, 0)
+        let ea = try VerbsEndpoint(socket: a.socket("alpha")), eb = try VerbsEndpoint(socket: b.socket("alpha"))
+        let es = try VerbsEndpoint(socket: stranger.socket("alpha"))
+        // A QP on host-0 connected to one on host-1: the link is made.
+        let (qa, qb) = try connectQP(ea, to: eb)
+        try eb.connect(qb, to: qa, of: ea, access: rw)
         waitFor(15, "host-0 and host-1 linked") { state(a, "host-1") == "up" && state(b, "host-0") == "up" }
+        // QPs on host-0 and host-1 connected to QPs on the stranger, and one
+        // of the stranger's to host-0: each side dials, and is refused.
+        try connectQP(ea, to: es)
+        try connectQP(eb, to: es)
+        try connectQP(es, to: ea)
 
         // The link crossed the namespaces: host-1 accepted it from host-0's address.
         let accepted = records(b, "fabric.link.up").first
@@ -84,7 +113,8 @@ final class FabricLinkNetnsTests: XCTestCase {
         let refusal = records(a, "fabric.link.refused").first
         XCTAssertEqual(refusal?["decision"] as? String, "deny")
         XCTAssertEqual(refusal?["rule"] as? String, "clusterKey")
-        XCTAssert((refusal?["reason"] as? String ?? "").contains("does not hold the cluster key"), "\(refusal ?? [:])")
+        XCTAssert(records(a, "fabric.link.refused").contains { ($0["reason"] as? String ?? "").contains("does not hold the cluster key") },
+                  "\(records(a, "fabric.link.refused"))")
         XCTAssertGreaterThan(((try a.status())["cluster"] as? [String: Any])?["refusals"] as? Int ?? 0, 0)
         XCTAssertFalse(records(stranger, "fabric.link.refused").isEmpty, "the stranger records its refusals too")
         XCTAssert(records(stranger, "fabric.link.up").isEmpty, "the stranger never linked")
@@ -92,6 +122,8 @@ final class FabricLinkNetnsTests: XCTestCase {
         // The good link was never disturbed by the stranger.
         XCTAssertEqual(records(a, "fabric.link.up").count, 1)
         XCTAssertEqual(state(a, "host-1"), "up")
+        XCTAssertEqual(state(a, "host-2"), "down", "wanted, refused: down, with the failure")
+        XCTAssertNotNil(peers(a)["host-2"]?["lastFailure"])
         // Each router stays sandboxed with the multiHost feature, and alive.
         let sandbox = (try a.status())["sandbox"] as? [String: Any]
         XCTAssertEqual(sandbox?["mode"] as? String, "enforce")
@@ -101,12 +133,18 @@ final class FabricLinkNetnsTests: XCTestCase {
     func testAPartitionTakesTheLinkDownWithinTheDeadlineAndItReturnsWhenHealed() throws {
         let fast = ["--fabric-heartbeat-ms", "100", "--fabric-dead-ms", "800"]
         let a = try router(0, extra: fast), b = try router(1, extra: fast)
+        // Connected QPs on both sides need the link: it is made, and made
+        // again after the partition (by either side).
+        let ea = try VerbsEndpoint(socket: a.socket("alpha")), eb = try VerbsEndpoint(socket: b.socket("alpha"))
+        let (qa, qb) = try connectQP(ea, to: eb)
+        try eb.connect(qb, to: qa, of: ea, access: rw)
         waitFor(15, "linked") { state(a, "host-1") == "up" && state(b, "host-0") == "up" }
         try lab.setConnected(1, false)
         let cut = Date()
         waitFor(5, "both sides notice the partition") { state(a, "host-1") != "up" && state(b, "host-0") != "up" }
         XCTAssertLessThan(Date().timeIntervalSince(cut), 4, "the link must fail within its dead interval, not TCP's minutes")
         XCTAssert((records(a, "fabric.link.down").last?["reason"] as? String ?? "").contains("nothing heard"))
+        XCTAssertNotEqual(state(a, "host-1"), "idle", "still needed by the QP: down or connecting, not idle")
         try lab.setConnected(1, true)
         waitFor(15, "linked again after the partition healed") { state(a, "host-1") == "up" && state(b, "host-0") == "up" }
         XCTAssertGreaterThanOrEqual(records(a, "fabric.link.up").count, 2)

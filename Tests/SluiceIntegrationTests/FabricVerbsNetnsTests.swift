@@ -28,7 +28,9 @@ final class FabricVerbsNetnsTests: XCTestCase {
         try yaml.write(toFile: dir + "/cluster.yaml", atomically: true, encoding: .utf8)
         FileManager.default.createFile(atPath: dir + "/cluster.key", contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
                                        attributes: [.posixPermissions: 0o600])
-        let policies = ["alpha": RouterProcess.permissive("alpha"), "mallory": RouterProcess.permissive("mallory")]
+        let all = "[send, sendWithImm, write, writeWithImm, read, compareSwap, fetchAdd]"
+        let policies = ["alpha": RouterProcess.permissive("alpha", peers: ["beta": all]), "mallory": RouterProcess.permissive("mallory"),
+                        "beta": RouterProcess.permissive("beta", peers: ["alpha": all])]
         for i in 0..<2 {
             let r = try RouterProcess(policies: policies,
                                       extraArguments: ["--cluster-key", dir + "/cluster.key", "--router-name", "host-\(i)",
@@ -38,12 +40,10 @@ final class FabricVerbsNetnsTests: XCTestCase {
             lab.adopt(r.process)
             routers.append(r)
         }
-        let end = Date().addingTimeInterval(15)
-        func up(_ r: RouterProcess, _ p: String) -> Bool {
-            ((((try? r.status())?["cluster"] as? [String: Any])?["peers"] as? [String: [String: Any]])?[p]?["state"] as? String) == "up"
-        }
-        while Date() < end && !(up(routers[0], "host-1") && up(routers[1], "host-0")) { usleep(50_000) }
-        XCTAssert(up(routers[0], "host-1"), "the routers did not link")
+        // Links are made on first use: none yet. The tests' first
+        // connection dials it.
+        XCTAssertEqual(routers[0].fabricState("host-1"), "idle")
+        XCTAssertEqual(routers[1].fabricState("host-0"), "idle")
     }
 
     override func tearDown() {
@@ -159,6 +159,29 @@ final class FabricVerbsNetnsTests: XCTestCase {
     func testWriteReadSendAndAtomicsAcrossHostsByLID() throws { try crossHostOperations(useGID: false) }
 
     func testWriteReadSendAndAtomicsAcrossHostsByGID() throws { try crossHostOperations(useGID: true) }
+
+    func testInboundWorkAtTheTargetIsChargedToTheTargetTenantsLane() throws {
+        // beta on host 1 posts nothing: only alpha's READs from host 0 make
+        // its router work for it. That time is beta's in the scheduler.
+        let a = try VerbsEndpoint(socket: routers[0].socket("alpha")), b = try VerbsEndpoint(socket: routers[1].socket("beta"))
+        let qa = try a.createQP(), qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let size = 1 << 20
+        let abuf = TestBuffer(pages: size / 4096), bbuf = TestBuffer(pages: size / 4096)
+        bbuf.fill(0, size, seed: 5)
+        let amr = try a.register(abuf.base, size, rw), bmr = try b.register(bbuf.base, size, rw)
+        func betaSeconds() -> Double? {
+            (((try? routers[1].status())?["shaping"] as? [String: [String: Any]])?["beta"])?["routerSeconds"] as? Double
+        }
+        XCTAssertEqual(betaSeconds(), 0, "nothing done for beta yet")
+        for i in 0..<4 {
+            try a.postSend(qa, id: UInt64(i), IBV_WR_RDMA_READ, [sge(abuf.base, size, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+            XCTAssertEqual(a.poll(1).first?.status, IBV_WC_SUCCESS)
+        }
+        XCTAssert(abuf.bytes(0, size) == bbuf.bytes(0, size))
+        XCTAssertGreaterThan(betaSeconds() ?? 0, 0, "the READs the target served were charged to beta's lane")
+    }
 
     func testManyQPsShareTheLinkAndEachKeepsItsOrderAndData() throws {
         let (a, b) = try endpoints()

@@ -124,3 +124,11 @@ final class NetnsLab {
         }
     }
 }
+
+extension RouterProcess {
+    /// The state of this router's link to `peer` in `sluice status`: up,
+    /// connecting, down (wanted, not linked) or idle (nothing needs it).
+    func fabricState(_ peer: String) -> String? {
+        (((try? status())?["cluster"] as? [String: Any])?["peers"] as? [String: [String: Any]])?[peer]?["state"] as? String
+    }
+}

@@ -76,3 +76,29 @@ final class RemotePeerTests: XCTestCase {
         XCTAssertEqual(r.idForHead(), a &+ 1)
     }
 }
+
+/// The target's audit of requests it refuses before any QP (no QP, not
+/// connected, forged source): one record a second per (peer, QPN).
+final class DenialAuditLimiterTests: XCTestCase {
+    func testTheFirstRefusalIsAuditedAndRetriesWithinASecondAreCounted() {
+        var l = DenialAuditLimiter()
+        let t: UInt64 = 5_000_000_000
+        XCTAssertEqual(l.admit(peer: "host-0", qpn: 7, now: t), 0, "the first is always audited")
+        for i in 1...6 { XCTAssertNil(l.admit(peer: "host-0", qpn: 7, now: t + UInt64(i) * 100_000_000)) }
+        // Another QPN, another router: audited at once.
+        XCTAssertEqual(l.admit(peer: "host-0", qpn: 8, now: t + 1), 0)
+        XCTAssertEqual(l.admit(peer: "host-2", qpn: 7, now: t + 1), 0)
+        // A second later: audited, with what was left out.
+        XCTAssertEqual(l.admit(peer: "host-0", qpn: 7, now: t + 1_000_000_000), 6)
+        XCTAssertNil(l.admit(peer: "host-0", qpn: 7, now: t + 1_000_000_001))
+        XCTAssertEqual(l.suppressedTotal, 7)
+    }
+
+    func testManyPairsStayBounded() {
+        var l = DenialAuditLimiter()
+        l.maxPairs = 8
+        for q in 0..<100 { XCTAssertEqual(l.admit(peer: "p", qpn: UInt32(q), now: 1), 0, "a new pair is audited") }
+        // Pairs forgotten to stay bounded are audited again, never lost.
+        XCTAssertNotNil(l.admit(peer: "p", qpn: 0, now: 2))
+    }
+}
