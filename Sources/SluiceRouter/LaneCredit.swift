@@ -48,10 +48,11 @@ struct CycleClock: Sendable {
 
 /// A tenant's deficit-round-robin credit, in counter ticks of the router's
 /// time. Each pass refills it by the tenant's quantum; unused credit is
-/// banked up to `bankQuanta` quanta, so a light tenant (a ping-pong that
-/// needs two requests in a row, then nothing) is served at once rather
-/// than waiting a pass for its second request, while an idle tenant can
-/// save up no more than a few microseconds of burst. Each charge takes
+/// banked up to a bank of a few microseconds (or one quantum, if that is
+/// more), so a light tenant (a ping-pong that needs two requests in a row,
+/// then nothing) is served at once rather than waiting a pass for its
+/// second request, while an idle tenant can save up no more than that
+/// burst, whatever its weight. Each charge takes
 /// off the time since the previous charge, so what the router does for a
 /// lane — executing its requests, checking them, completing them — is paid
 /// for by that lane. A request that overruns the credit leaves a
@@ -65,12 +66,11 @@ struct LaneCredit {
 
     var exhausted: Bool { deficit <= 0 }
 
-    /// The most credit a lane holds after a refill, in quanta.
-    static let bankQuanta: Int64 = 8
-
-    mutating func refill(quantum: Int64) {
-        let bank = quantum > Int64.max / LaneCredit.bankQuanta ? quantum : quantum * LaneCredit.bankQuanta
-        deficit = quantum > Int64.max - max(deficit, 0) ? quantum : min(deficit + quantum, max(bank, quantum))
+    /// Adds `quantum`; the credit then holds at most `bank` or one
+    /// quantum, whichever is more (debt is kept).
+    mutating func refill(quantum: Int64, bank: Int64 = 0) {
+        let most = max(quantum, bank)
+        deficit = quantum > Int64.max - max(deficit, 0) ? most : min(deficit + quantum, most)
     }
 
     /// Starts timing at `now` without charging.

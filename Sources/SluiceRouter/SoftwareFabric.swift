@@ -21,6 +21,9 @@ final class TenantLane {
     /// credit ran out in the middle of it: the next pass resumes there, so
     /// a lane's time goes to its work, not to laps over its idle QPs.
     var carry = 0
+    /// Looks between busy lanes (`SoftwareFabric.serveWoken`) that found
+    /// nothing to do since the lane's last refill.
+    var wokenMisses = 0
     /// The tenant's buckets hold every request until then (0: not held).
     /// The poller skips the lane until that time instead of trying each of
     /// its QPs against the same empty bucket on every pass.
@@ -87,6 +90,9 @@ final class SoftwareFabric {
     private var lastBytes: UInt64 = 0
     private let clock = CycleClock.shared
     private let quantumTicks: Int64
+    private let bankTicks: Int64
+    /// Where the next look between busy slices starts in `activeLanes`.
+    private var wokenStart = 0
     private let visitCapTicks: Int64
     /// Verbs backend: the same local and receive buffers as the device sees
     /// them (router addresses and real lkeys), built beside `src`/`dst`.
@@ -107,13 +113,22 @@ final class SoftwareFabric {
     static let burst = 16
     /// The scheduler's quantum per unit of weight: the router's time a
     /// tenant gets per pass. Small, so that a quiet tenant's next request
-    /// waits at most one neighbour's quantum (its latency), and large
+    /// waits for little more than a neighbour's quantum (its latency;
+    /// plus at most a bank, `bankNanos`, of each lane woken before it), and large
     /// enough that a pass's own overhead stays small beside it (0.5 µs: the
     /// isolation bench's victim p99 went from ~2.5x to ~2x solo against
     /// 1 µs, three saturating tenants' total rate unchanged). Requests are
     /// charged the time they took, so a flood of tiny requests, or of
     /// requests made expensive on purpose, buys no more than its share.
     static let quantumNanos: UInt64 = 500
+    /// Unused credit a lane may keep (absolute, whatever its weight): 4 µs,
+    /// so a ping-pong's two requests in a row both run at once, while an
+    /// idle lane saves up no more than that.
+    static let bankNanos: UInt64 = 4_000
+    /// Looks between busy slices that may find nothing, per lane and pass:
+    /// a lane kept in the active list with nothing posted costs the others
+    /// that many laps over its (at most `wokenLaneQPs`) QPs per pass.
+    static let wokenMissesPerPass = 2
     /// The most one charge may cost: 50 µs plus 1 ns a byte (a copy at
     /// 1 GB/s). A request the kernel preempted the router in the middle of
     /// costs its tenant no more than that.
@@ -134,6 +149,7 @@ final class SoftwareFabric {
 
     init() {
         quantumTicks = max(1, clock.ticks(nanos: SoftwareFabric.quantumNanos))
+        bankTicks = clock.ticks(nanos: SoftwareFabric.bankNanos)
         visitCapTicks = clock.ticks(nanos: SoftwareFabric.chargeCapNanos)
         src.reserveCapacity(Int(SLUICE_MAX_SGE))
         dst.reserveCapacity(Int(SLUICE_MAX_SGE))
@@ -275,9 +291,10 @@ final class SoftwareFabric {
                 continue
             }
             if lane.heldUntil > now { continue }
-            // One quantum per pass; unused credit does not pile up, debt
-            // (a request that took longer than the credit) is kept.
-            lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight))
+            // One quantum per pass; unused credit piles up to the bank
+            // only, debt (a request that took longer than the credit) is kept.
+            lane.credit.refill(quantum: quantumTicks * Int64(lane.limiter.weight), bank: bankTicks)
+            lane.wokenMisses = 0
             if serve(lane, now: now, router: router) {
                 worked = true
                 if n > 1 && serveWoken(besides: lane, now: now, router: router) { worked = true }
@@ -299,16 +316,27 @@ final class SoftwareFabric {
     /// request at a time (a ping-pong, an RPC) waits for one neighbour's
     /// slice, not for a whole pass. It spends its own credit, so it gets no
     /// more than its share. Only lanes with at most `wokenLaneQPs` QPs
-    /// qualify, at most `wokenLanesPerSlice` of them, so the look stays
-    /// cheap. (Until 2026-11 only lanes that had found nothing to do at
-    /// their last visit were looked at: a ping-pong, which always has its
-    /// next message by its turn, then waited a whole pass per message.)
+    /// qualify, at most `wokenLanesPerSlice` of them (from a rotating
+    /// start), and a lane whose looks found nothing `wokenMissesPerPass`
+    /// times is left to its turn until the next pass, so the looks stay
+    /// cheap even for a tenant that keeps idle QPs in the active list.
+    /// (Until 2026-11 only lanes that had found nothing to do at their last
+    /// visit were looked at: a ping-pong, which always has its next message
+    /// by its turn, then waited a whole pass per message.)
     private func serveWoken(besides busy: TenantLane, now: UInt64, router: Router) -> Bool {
         var worked = false
         var looked = 0
-        for lane in activeLanes where lane !== busy && !lane.active.isEmpty && lane.active.count <= SoftwareFabric.wokenLaneQPs
-            && !lane.credit.exhausted && lane.heldUntil <= now {
-            if serve(lane, now: now, router: router) { worked = true }
+        let n = activeLanes.count
+        wokenStart = wokenStart &+ 1
+        for k in 0..<n {
+            let lane = activeLanes[(wokenStart &+ k) % n]
+            guard lane !== busy, !lane.active.isEmpty, lane.active.count <= SoftwareFabric.wokenLaneQPs,
+                  !lane.credit.exhausted, lane.heldUntil <= now, lane.wokenMisses < SoftwareFabric.wokenMissesPerPass else { continue }
+            if serve(lane, now: now, router: router) {
+                worked = true
+            } else {
+                lane.wokenMisses += 1
+            }
             looked += 1
             if looked == SoftwareFabric.wokenLanesPerSlice { break }
         }

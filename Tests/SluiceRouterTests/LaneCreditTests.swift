@@ -7,13 +7,24 @@ final class LaneCreditTests: XCTestCase {
     func testARefillGivesOneQuantumAndUnusedCreditIsBankedUpToTheBank() {
         var c = LaneCredit()
         XCTAssertTrue(c.exhausted)
-        c.refill(quantum: 100)
+        c.refill(quantum: 100, bank: 800)
         XCTAssertEqual(c.deficit, 100)
-        c.refill(quantum: 100)
+        c.refill(quantum: 100, bank: 800)
         XCTAssertEqual(c.deficit, 200, "unused credit is kept")
-        for _ in 0..<20 { c.refill(quantum: 100) }
-        XCTAssertEqual(c.deficit, 100 * LaneCredit.bankQuanta, "an idle lane saves up no more than the bank")
-        XCTAssertEqual(LaneCredit.bankQuanta, 8)
+        for _ in 0..<20 { c.refill(quantum: 100, bank: 800) }
+        XCTAssertEqual(c.deficit, 800, "an idle lane saves up no more than the bank")
+        var none = LaneCredit()
+        none.refill(quantum: 100)
+        none.refill(quantum: 100)
+        XCTAssertEqual(none.deficit, 100, "without a bank, unused credit is not kept")
+    }
+
+    func testAHeavyLaneBanksNoMoreThanOneQuantum() {
+        // The bank is absolute time: a lane of high weight, whose quantum
+        // alone is above it, saves up nothing more than one quantum.
+        var c = LaneCredit()
+        for _ in 0..<5 { c.refill(quantum: 5_000, bank: 800) }
+        XCTAssertEqual(c.deficit, 5_000)
     }
 
     func testABankedLaneIsServedForTwoRequestsInARowThenWaits() {
@@ -21,7 +32,7 @@ final class LaneCreditTests: XCTestCase {
         // with credit banked over idle passes, both run without a pass
         // between them; a lane that used its credit up waits.
         var c = LaneCredit()
-        for _ in 0..<3 { c.refill(quantum: 100) }
+        for _ in 0..<3 { c.refill(quantum: 100, bank: 800) }
         c.start(0)
         c.charge(70, cap: 1_000)
         XCTAssertFalse(c.exhausted)
