@@ -151,6 +151,7 @@ extension Router {
         guard let mr = s.mrs.remove(req.handle) else { throw Refusal(EINVAL, "no memory region \(req.handle) in this session") }
         // Its keys die now, for everyone: later work requests fail to resolve them.
         mr.dead = true
+        revokeRemoteKeys(s, mr)
         verbs?.deregMR(mr)
         s.lkeys[mr.lkey] = nil
         s.rkeys[mr.rkey] = nil
@@ -167,6 +168,7 @@ extension Router {
         }
         let mapping = try mapTenantMemory(fd: fd, fdOffset: req.fd_offset, mapLength: req.map_length,
                                           pageOffset: req.page_offset, length: mr.length, writable: mr.writable)
+        revokeRemoteKeys(s, mr)
         if let verbs {
             // The device registered the old mapping: register the new one
             // (new real keys; the tenant's virtual ones do not change).
@@ -427,8 +429,10 @@ extension Router {
             attrs.destQPN = a.dest_qp_num
         }
         // The device's QP first: its refusal refuses the verb.
-        if target != qp.state || attrs.accessFlags != qp.attrs.accessFlags {
-            try verbs?.modifyQP(qp, to: target, attrs: attrs, peer: peer)
+        if target != qp.state {
+            try modifyQPOnDevice(qp, to: target, attrs: attrs, peer: peer, remote: remote)
+        } else if attrs.accessFlags != qp.attrs.accessFlags {
+            try changeAccessOnDevice(qp, to: target, attrs: attrs, peer: peer, remote: remote)
         }
         // All checks passed: commit.
         qp.attrs = attrs

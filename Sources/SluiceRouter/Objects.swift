@@ -260,6 +260,9 @@ final class QueuePair {
     /// Many hosts: the QP on another router this one is connected to
     /// (instead of `peer`), resolved at RTR from the cluster directory.
     var remote: RemotePeer?
+    /// Verbs backend in a cluster: the real QP's connection to a QP on
+    /// another router, and the real keys its router handed out (RemoteVerbs.swift).
+    var verbsLink: RemoteVerbsLink?
     var destroyed = false
     /// When a remote access of this QP last failed (key-guessing detector).
     var lastRemoteFault: UInt64?

@@ -104,6 +104,7 @@ extension Router {
                 }
             }
         }
+        reapplyCrossHostConsent()
         // New rates take effect now, for queued work too: buckets keep their
         // levels, and requests waiting for tokens are looked at again at once.
         let now = Sys.monotonicNanos()

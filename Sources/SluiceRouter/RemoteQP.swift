@@ -332,6 +332,7 @@ extension Router {
 
     func handleFabricFrame(from router: String, _ f: LinkFrame.Frame) {
         guard let kind = f.body.first else { return }
+        if verbs != nil || kind >= VerbsConnect.kind { return handleVerbsFrame(from: router, f) }
         do {
             if kind == RemoteRequest.kind {
                 serveRemoteRequest(from: router, qpn: f.stream, try RemoteRequest.decode(f.body))

@@ -245,6 +245,8 @@ final class SoftwareFabric {
     /// Work the poller would do for this QP now: sends in RTS, flushes in
     /// ERR. A corrupt producer index counts as work (the visit reports it).
     private func hasPostedWork(_ qp: QueuePair) -> Bool {
+        if device != nil, qp.remote != nil, qp.state == .rtr || qp.state == .rts, qp.verbsLink?.takesReceives == true,
+           qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity) != 0 { return true }
         switch qp.state {
         case .rts:
             return qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) != 0
@@ -361,12 +363,14 @@ final class SoftwareFabric {
             let qp = lane.active[i]
             let budget = lane.carry > 0 ? lane.carry : SoftwareFabric.burst
             lane.carry = 0
-            let did: Bool
+            var did: Bool
             switch qp.state {
             case .rts: did = processSends(qp, lane, budget: budget, now: now, router: router)
             case .error: did = flush(qp)
             default: did = false
             }
+            // A QP connected to another router on a NIC: its receives go to the device ahead.
+            if device != nil, qp.remote != nil, router.pumpRemoteReceives(qp) { did = true }
             // A visit that did something is the lane's to pay for, rings and
             // flushes included; looking at an idle QP is the router's own
             // overhead (charging it could leave a lane of many idle QPs out
@@ -566,7 +570,12 @@ final class SoftwareFabric {
         }
 
         // A QP on another router (many hosts): over the fabric link.
-        if qp.remote != nil { return router.executeRemote(qp, w, wcOpcode, total: total, gather: src, enforcement: enforcement, now: now) }
+        if qp.remote != nil {
+            if let device {
+                return router.executeRemoteVerbs(device, qp, w, wcOpcode, total: total, local: realLocal, inline: inlineSGE(w), now: now)
+            }
+            return router.executeRemote(qp, w, wcOpcode, total: total, gather: src, enforcement: enforcement, now: now)
+        }
         // The connection: only the QP the router resolved at RTR, and only
         // while it is connected back to this one.
         guard let peer = qp.peer, !peer.destroyed, peer.state == .rtr || peer.state == .rts, peer.peer === qp else {

@@ -401,7 +401,8 @@ public final class VerbsBackend {
             isRecv = qp.inFlight.first?.wrID != r.wrID && qp.recvInFlight > 0
         }
         let peer = qp.peer
-        var cqe = CompletionMapping.virtualCompletion(r, qpn: qp.qpn, peerQPN: peer?.qpn ?? 0, peerLID: peer?.session.lid ?? 0)
+        var cqe = CompletionMapping.virtualCompletion(r, qpn: qp.qpn, peerQPN: peer?.qpn ?? qp.remote?.qpn ?? 0,
+                                                      peerLID: peer?.session.lid ?? qp.verbsLink?.connection?.peer?.sourceLID ?? 0)
         let failed = cqe.status != UInt32(SLUICE_WC_SUCCESS)
         if !failed, let peer, r.opcode & UInt32(SLUICE_WC_OP_RECV) != 0 {
             // The sender's addressing as its tenant set it (GID or LID, SL),
@@ -409,6 +410,10 @@ public final class VerbsBackend {
             let grh = UInt32(SLUICE_WC_FLAG_GRH)
             cqe.wc_flags = (cqe.wc_flags & ~grh) | (peer.attrs.ah.is_global != 0 ? grh : 0)
             cqe.sl = peer.attrs.ah.sl
+        } else if !failed, let remote = qp.remote, r.opcode & UInt32(SLUICE_WC_OP_RECV) != 0 {
+            // From another router: addressed as the tenant addressed it.
+            let grh = UInt32(SLUICE_WC_FLAG_GRH)
+            cqe.wc_flags = (cqe.wc_flags & ~grh) | (remote.ipv4 != 0 ? grh : 0)
         }
         if isRecv {
             received(qp)

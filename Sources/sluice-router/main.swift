@@ -50,6 +50,13 @@ struct SluiceRouterCommand: ParsableCommand {
             HMAC-SHA256 challenge over the shared key; `sluice status --json` \
             shows the links under "cluster". The sandbox then also allows \
             internet sockets, connect and a few socket options (feature multiHost).
+
+            A cluster of routers on NICs: give every router --backend verbs \
+            (auto in a cluster means the software fabric: all routers of a \
+            cluster must run the same backend). QPs connected across hosts then \
+            run on the NICs; the routers connect the real QPs and hand each other \
+            the real keys of regions a connection may use over the authenticated \
+            fabric link, never through tenants.
             """
     )
 
@@ -195,13 +202,16 @@ struct SluiceRouterCommand: ParsableCommand {
         }
         // The device is opened now, while the router still has its privileges.
         let selection: BackendSelection
-        // Between hosts only the software fabric carries RC traffic: a
-        // cluster router picks it under auto, and refuses a device.
-        if config.cluster != nil && backend == .verbs {
-            fail("--cluster-key needs the software backend: RC between routers runs over the fabric link, not a NIC (yet)")
-        }
-        switch BackendSelection.select(config.cluster != nil ? .software : backend, device: device) {
-        case .success(let s): selection = s
+        // Every router of a cluster must run the same backend (a NIC
+        // carries RC between verbs routers; the fabric link between software
+        // ones), so a cluster router never guesses: auto means software, and
+        // a NIC needs --backend verbs on every router.
+        let clusterAuto = config.cluster != nil && backend == .auto
+        switch BackendSelection.select(clusterAuto ? .software : backend, device: clusterAuto ? nil : device) {
+        case .success(let s):
+            selection = clusterAuto
+                ? .software(reason: "auto in a cluster: the software fabric (every router of a cluster runs the same backend; --backend verbs for a NIC)")
+                : s
         case .failure(let e): fail("\(e)")
         }
         config.backendName = selection.name
