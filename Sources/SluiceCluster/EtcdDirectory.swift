@@ -19,6 +19,15 @@ import SluicePolicy
 /// readable. If the lease is lost (etcd restarted without its data, a long
 /// partition) the router grants a new one and registers again; a watch that
 /// breaks is re-established from the last revision seen, after a full read.
+///
+/// A router leaves the directory when etcd says it did: a delete seen on the
+/// watch (its lease expired, or it stopped and revoked it). A router that is
+/// merely absent from a full read after the watch broke may not have
+/// re-registered yet (etcd restarted without its data, and every router is
+/// registering again): it stays listed, "unconfirmed", for `resyncGrace`
+/// seconds, and leaves only if it has not come back by then. Without that,
+/// an etcd that lost its data would make every router fail every QP
+/// connected to another host.
 public final class EtcdDirectory: ClusterDirectory {
     public struct Configuration {
         public var endpoint: String
@@ -27,6 +36,12 @@ public final class EtcdDirectory: ClusterDirectory {
         public var leaseTTL = 6
         /// This router, registered under the lease; nil to only watch.
         public var register: RouterEntry?
+        /// Seconds a router absent from a full read (not deleted on the
+        /// watch) stays listed while it may be registering again; nil: the
+        /// lease TTL plus a second (its keep-alives notice a lost lease
+        /// within a third of the TTL).
+        public var resyncGrace: Double?
+        var graceNanos: UInt64 { UInt64(max(0, resyncGrace ?? Double(leaseTTL + 1)) * 1e9) }
 
         public init(endpoint: String, register: RouterEntry?) {
             self.endpoint = endpoint
@@ -45,6 +60,9 @@ public final class EtcdDirectory: ClusterDirectory {
     private var lastError: String?
     private var registrations = 0
     private var synced = false
+    /// Routers absent from the last full read but not seen deleted: kept
+    /// listed until this monotonic time unless they come back.
+    private var unconfirmed: [String: UInt64] = [:]
     /// Readable (a byte per change) when the routers or policies changed.
     public let notifyFD: Int32
     private let notifyWrite: Int32
@@ -98,6 +116,7 @@ public final class EtcdDirectory: ClusterDirectory {
         var s: [String: Any] = ["kind": "etcd", "endpoint": config.endpoint, "prefix": config.prefix, "lease": String(leaseID),
                                 "registrations": registrations, "routers": routerMap.keys.sorted(), "policies": policyTexts.keys.sorted(),
                                 "synced": synced]
+        if !unconfirmed.isEmpty { s["unconfirmed"] = unconfirmed.keys.sorted() }
         if let e = lastError { s["lastError"] = e }
         return s
     }
@@ -187,9 +206,11 @@ public final class EtcdDirectory: ClusterDirectory {
                 }
                 let events = try watch!.next()
                 if !events.isEmpty { apply(events) }
+                expireUnconfirmed(now: monotonicNanos())
             } catch {
                 noteError(error)
                 watch = nil
+                expireUnconfirmed(now: monotonicNanos())
                 // Back off briefly; keep-alives retry on the next pass.
                 for _ in 0..<10 where !shouldStop { sleep(millis: 50) }
             }
@@ -218,6 +239,24 @@ public final class EtcdDirectory: ClusterDirectory {
         var routers: [String: RouterEntry] = [:], policies: [String: String] = [:]
         for kv in kvs { classify(kv, routers: &routers, policies: &policies) }
         lock.lock()
+        // Absent, but not seen leaving: kept for the grace period (see the
+        // type's comment). The first read has nothing to keep.
+        let now = monotonicNanos(), read = routers
+        for name in Array(unconfirmed.keys) where read[name] != nil { unconfirmed[name] = nil }
+        for (name, entry) in routerMap where read[name] == nil {
+            // This router's own entry: put again just below, never in doubt.
+            if name == config.register?.name {
+                routers[name] = entry
+                continue
+            }
+            let until = unconfirmed[name] ?? now + config.graceNanos
+            if until > now {
+                routers[name] = entry
+                unconfirmed[name] = until
+            } else {
+                unconfirmed[name] = nil
+            }
+        }
         let changed = routers != routerMap || policies != policyTexts || !synced
         routerMap = routers
         policyTexts = policies
@@ -247,14 +286,18 @@ public final class EtcdDirectory: ClusterDirectory {
         var routers = routerMap, policies = policyTexts
         lock.unlock()
         var ownDeleted = false
+        // Routers etcd spoke of: registered again, or seen leaving.
+        var confirmed: Set<String> = []
         for e in events {
             switch e.kind {
             case .put:
                 classify(e.kv, routers: &routers, policies: &policies)
+                if e.kv.key.hasPrefix(routersPrefix) { confirmed.insert(String(e.kv.key.dropFirst(routersPrefix.count))) }
             case .delete:
                 if e.kv.key.hasPrefix(routersPrefix) {
                     let name = String(e.kv.key.dropFirst(routersPrefix.count))
                     routers[name] = nil
+                    confirmed.insert(name)
                     if name == config.register?.name { ownDeleted = true }
                 } else if e.kv.key.hasPrefix(policiesPrefix) {
                     policies[String(e.kv.key.dropFirst(policiesPrefix.count))] = nil
@@ -262,6 +305,7 @@ public final class EtcdDirectory: ClusterDirectory {
             }
         }
         lock.lock()
+        for name in confirmed { unconfirmed[name] = nil }
         let changed = routers != routerMap || policies != policyTexts
         routerMap = routers
         policyTexts = policies
@@ -271,5 +315,17 @@ public final class EtcdDirectory: ClusterDirectory {
             leaseID = 0
             try? keepRegistered(me)
         }
+    }
+
+    /// Unconfirmed routers whose grace ran out leave the directory.
+    private func expireUnconfirmed(now: UInt64) {
+        lock.lock()
+        let expired = unconfirmed.filter { $0.value <= now }.map(\.key)
+        for name in expired {
+            unconfirmed[name] = nil
+            routerMap[name] = nil
+        }
+        lock.unlock()
+        if !expired.isEmpty { notify() }
     }
 }

@@ -7,6 +7,10 @@ import XCTest
 
 /// A private etcd for one test: loopback ports chosen free, a data directory
 /// under /tmp that the test created and removes. Nothing else is touched.
+struct EtcdStartFailure: Error, CustomStringConvertible {
+    let description: String
+}
+
 final class EtcdServer {
     static var binary: String? {
         for p in ["/usr/bin/etcd", "/usr/local/bin/etcd"] where FileManager.default.isExecutableFile(atPath: p) { return p }
@@ -23,7 +27,8 @@ final class EtcdServer {
 
     var endpoint: String { "\(host):\(clientPort)" }
 
-    /// Starts etcd, or throws XCTSkip with the reason it cannot run here.
+    /// Starts etcd; throws XCTSkip when it is not installed, and an error
+    /// (the test fails) when it is but does not start.
     init(host: String = "127.0.0.1") throws {
         guard let bin = EtcdServer.binary else {
             throw XCTSkip("etcd is not installed (Debian: apt-get install etcd-server; `make test` installs it)")
@@ -72,7 +77,9 @@ final class EtcdServer {
         }
         let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
         stop()
-        throw XCTSkip("etcd could not start on \(host):\(clientPort): \(text.suffix(600))")
+        // Installed but not starting is a failure, not a skip: `make test`
+        // installs etcd for these tests to run.
+        throw EtcdStartFailure(description: "etcd is installed but could not start on \(host):\(clientPort): \(text.suffix(600))")
     }
 
     func stop() {

@@ -148,4 +148,47 @@ final class EtcdTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(a.status()["registrations"] as? Int ?? 0, 2)
     }
+
+    /// An etcd that lost its data lists no router until each registers
+    /// again. A router absent from the read that follows is kept listed
+    /// ("unconfirmed") for the grace period, so QPs connected to it do not
+    /// fail; one that does not come back by then leaves.
+    func testARouterAbsentAfterEtcdLostItsDataStaysListedUntilTheGraceEnds() throws {
+        let etcd = try EtcdServer()
+        let c = try EtcdClient(endpoint: etcd.endpoint)
+        let back = entry("ghost-back", 7301, lids: 50...59, pool: "10.77.30.0/24")
+        let gone = entry("ghost-gone", 7302, lids: 60...69, pool: "10.77.31.0/24")
+        for e in [back, gone] {
+            try c.put("/sluice/routers/" + e.name, EtcdDirectory.routerJSON(e), lease: try c.grantLease(ttl: 60).id)
+        }
+        var config = EtcdDirectory.Configuration(endpoint: etcd.endpoint, register: entry("host-w", 7303, lids: 70...79, pool: "10.77.32.0/24"))
+        config.resyncGrace = 4
+        let w = try EtcdDirectory(config)
+        w.start()
+        defer { w.stop() }
+        wait(10, "all three listed") { w.routers.map(\.name) == ["ghost-back", "ghost-gone", "host-w"] }
+        var lostBack = false
+        func names() -> [String] {
+            let n = w.routers.map(\.name)
+            if !n.contains("ghost-back") { lostBack = true }
+            return n
+        }
+        func unconfirmed() -> [String] { w.status()["unconfirmed"] as? [String] ?? [] }
+        etcd.kill9()
+        try etcd.start(wipe: true)
+        wait(10, "both ghosts unconfirmed after the read of the empty etcd") {
+            _ = names()
+            return unconfirmed() == ["ghost-back", "ghost-gone"]
+        }
+        XCTAssertEqual(names(), ["ghost-back", "ghost-gone", "host-w"], "absent routers stay listed during the grace")
+        let c2 = try EtcdClient(endpoint: etcd.endpoint)
+        try c2.put("/sluice/routers/" + back.name, EtcdDirectory.routerJSON(back), lease: try c2.grantLease(ttl: 60).id)
+        wait(15, "ghost-back confirmed, ghost-gone dropped when its grace ended") {
+            names() == ["ghost-back", "host-w"] && unconfirmed().isEmpty
+        }
+        XCTAssertFalse(lostBack, "ghost-back left the directory while it registered again")
+        // A router seen leaving on the watch leaves at once, grace or not.
+        try c2.delete("/sluice/routers/" + back.name)
+        wait(3, "a deleted router leaves at once") { w.routers.map(\.name) == ["host-w"] }
+    }
 }
