@@ -135,6 +135,7 @@ public struct VerbsKeyQuery: Equatable, Sendable {
         let rkey = try r.u32(), access = try r.u32()
         let tenant = try r.name()
         guard slid <= 0xffff else { throw LinkError.protocolViolation("LID above 16 bits") }
+        guard sq <= 0xff_ffff, tq <= 0xff_ffff else { throw LinkError.protocolViolation("QPN above 24 bits") }
         guard r.rest().isEmpty else { throw LinkError.protocolViolation("trailing bytes after a key query") }
         return VerbsKeyQuery(sourceQPN: sq, sourceLID: UInt16(slid), sourceIPv4: sip, targetQPN: tq, id: id, rkey: rkey,
                              access: access, tenant: tenant)
@@ -194,6 +195,7 @@ public struct VerbsKeyAnswer: Equatable, Sendable {
         guard granted <= 1 else { throw LinkError.protocolViolation("bad key answer flag") }
         let sq = try r.u32(), tq = try r.u32(), id = try r.u64(), rkey = try r.u32(), access = try r.u32(), real = try r.u32()
         let base = try r.u64(), len = try r.u64(), rbase = try r.u64()
+        guard sq <= 0xff_ffff, tq <= 0xff_ffff else { throw LinkError.protocolViolation("QPN above 24 bits") }
         guard r.rest().isEmpty else { throw LinkError.protocolViolation("trailing bytes after a key answer") }
         return VerbsKeyAnswer(sourceQPN: sq, targetQPN: tq, id: id, rkey: rkey, granted: granted == 1, access: access,
                               realRkey: real, virtualBase: base, length: len, realBase: rbase)
@@ -227,6 +229,7 @@ public struct VerbsKeyRevoke: Equatable, Sendable {
         guard try r.u8() == kind else { throw LinkError.protocolViolation("not a key revocation") }
         _ = try r.u8(); _ = try r.u8(); _ = try r.u8()
         let sq = try r.u32(), tq = try r.u32(), rkey = try r.u32()
+        guard sq <= 0xff_ffff, tq <= 0xff_ffff else { throw LinkError.protocolViolation("QPN above 24 bits") }
         guard r.rest().isEmpty else { throw LinkError.protocolViolation("trailing bytes after a key revocation") }
         return VerbsKeyRevoke(sourceQPN: sq, targetQPN: tq, rkey: rkey)
     }

@@ -71,7 +71,8 @@ final class MemoryRegion {
     /// must fail, never touch memory.
     var dead = false
     /// The device's registration of `mapping` (verbs backend only): real
-    /// keys, which never leave the router.
+    /// keys, never shown to a tenant; across hosts, the rkey goes to the
+    /// peer router of a connection granted the region (RemoteVerbs.swift).
     var real: RealMR?
 
     init(pd: ProtectionDomain, addr: UInt64, length: UInt64, iova: UInt64, access: UInt32,

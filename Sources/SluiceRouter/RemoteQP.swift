@@ -364,16 +364,20 @@ extension Router {
     /// endpoints, of a tenant without an address pool, sent it — is that
     /// router's word: see SECURITY.md.)
     func checkSource(from router: String, _ req: RemoteRequest, _ c: ClusterAgent) -> String? {
-        let byLID = c.directory.router(forLID: req.sourceLID)?.name
+        checkSource(from: router, lid: req.sourceLID, ipv4: req.sourceIPv4, tenant: req.tenant, c)
+    }
+
+    func checkSource(from router: String, lid: UInt16, ipv4: UInt32, tenant: String, _ c: ClusterAgent) -> String? {
+        let byLID = c.directory.router(forLID: lid)?.name
         guard byLID == router else {
-            return "source LID \(req.sourceLID) belongs to \(byLID.map { "router \($0)" } ?? "no router"), not to the sender \(router)"
+            return "source LID \(lid) belongs to \(byLID.map { "router \($0)" } ?? "no router"), not to the sender \(router)"
         }
-        let byIPv4 = c.directory.router(forIPv4: req.sourceIPv4)?.name
+        let byIPv4 = c.directory.router(forIPv4: ipv4)?.name
         guard byIPv4 == router else {
-            return "source address \(Router.dotted(req.sourceIPv4)) belongs to \(byIPv4.map { "router \($0)" } ?? "no router"), not to the sender \(router)"
+            return "source address \(Router.dotted(ipv4)) belongs to \(byIPv4.map { "router \($0)" } ?? "no router"), not to the sender \(router)"
         }
-        if let pool = engine.policy(req.tenant)?.addressPool, !pool.contains(req.sourceIPv4) {
-            return "tenant \(req.tenant)'s addressPool \(pool) does not hold the source address \(Router.dotted(req.sourceIPv4))"
+        if let pool = engine.policy(tenant)?.addressPool, !pool.contains(ipv4) {
+            return "tenant \(tenant)'s addressPool \(pool) does not hold the source address \(Router.dotted(ipv4))"
         }
         return nil
     }

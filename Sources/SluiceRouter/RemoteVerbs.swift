@@ -60,6 +60,11 @@ final class RemoteVerbsLink {
         /// The tenant asked for RTS (with these attributes) before the real
         /// QP could follow.
         var rtsAttrs: QPAttributes?
+        /// The tenant's access flags now (RTR->RTS and RTS->RTS may change
+        /// them), and what the real QP was given: those, narrowed to the
+        /// connection's consent; nil until the real QP is connected.
+        var accessFlags: UInt32
+        var appliedAccess: UInt32?
         /// The peer router's message we applied (real RTR done).
         var peer: VerbsConnect?
         /// What this QP may post to the peer's: both tenants' consent by
@@ -90,6 +95,7 @@ final class RemoteVerbsLink {
             self.epoch = epoch
             self.sendPSN = sendPSN
             self.rtrAttrs = rtrAttrs
+            accessFlags = rtrAttrs.accessFlags
         }
     }
 
@@ -150,6 +156,7 @@ extension Router {
             } else {
                 conn.rtsAttrs = attrs
             }
+            conn.accessFlags = attrs.accessFlags
         default:
             if target == .reset { qp.verbsLink = nil }
             try verbs.modifyQP(qp, to: target, attrs: attrs, peer: nil)
@@ -173,13 +180,32 @@ extension Router {
     /// narrowed to the connection's consent, as at connect.
     func changeAccessOnDevice(_ qp: QueuePair, to target: QPState, attrs: QPAttributes, peer: QueuePair?, remote: RemotePeer?) throws {
         guard let verbs else { return }
-        guard remote != nil, cluster != nil, let conn = qp.verbsLink?.connection, let m = conn.peer else {
+        guard remote != nil, cluster != nil, let conn = qp.verbsLink?.connection else {
             try verbs.modifyQP(qp, to: target, attrs: attrs, peer: peer)
             return
         }
-        var narrowed = attrs
-        narrowed.accessFlags = narrowedAccess(attrs.accessFlags, qp, from: m.tenant)
-        try verbs.modifyQP(qp, to: target, attrs: narrowed, peer: peer)
+        guard let m = conn.peer else {
+            // The real QP waits for the peer's message (in INIT): the flags
+            // are applied, narrowed, when it connects.
+            conn.accessFlags = attrs.accessFlags
+            conn.rtsAttrs?.accessFlags = attrs.accessFlags
+            return
+        }
+        let narrowed = narrowedAccess(attrs.accessFlags, qp, from: m.tenant)
+        if narrowed != conn.appliedAccess, let r = qp.real {
+            // The real QP's state, which may lag the tenant's (RTR while the
+            // tenant is at RTS and waits for nothing): flags alone.
+            var a = RealQPAttributes(target: conn.realRTS ? .readyToSend : .readyToReceive)
+            a.accessFlags = narrowed
+            a.onlyAccessFlags = true
+            if conn.realRTS {
+                let rc = verbs.device.modifyQP(r.handle, a)
+                guard rc == 0 else { throw verbs.refusal(RealError("ibv_modify_qp", rc)) }
+                conn.appliedAccess = narrowed
+            }
+        }
+        conn.accessFlags = attrs.accessFlags
+        conn.rtsAttrs?.accessFlags = attrs.accessFlags
     }
 
     /// Both tenants' consent to the connection, by this router's policies;
@@ -187,7 +213,7 @@ extension Router {
     private func consents(_ qp: QueuePair, _ m: VerbsConnect, from router: String) -> Bool {
         let d = engine.connect(from: qp.session.tenant, to: m.tenant)
         guard d.isAllowed || !fabric.enforcement else {
-            refuseFrame(router, d.rule, "connect from QP 0x\(String(m.sourceQPN, radix: 16)) (tenant \(m.tenant)) on router \(router) for QP 0x\(String(qp.qpn, radix: 16)): \(Router.reason(d))",
+            refuseFrame(router, qpn: qp.qpn, d.rule, "connect from QP 0x\(String(m.sourceQPN, radix: 16)) (tenant \(m.tenant)) on router \(router) for QP 0x\(String(qp.qpn, radix: 16)): \(Router.reason(d))",
                         tenant: m.tenant)
             return false
         }
@@ -207,7 +233,7 @@ extension Router {
         // peer router that skipped its checks, holding a key granted for
         // WRITE, still cannot READ with it.
         var i = RealQPAttributes(target: .initial)
-        i.accessFlags = narrowedAccess(conn.rtrAttrs.accessFlags, qp, from: m.tenant)
+        i.accessFlags = narrowedAccess(conn.accessFlags, qp, from: m.tenant)
         let irc = verbs.device.modifyQP(r.handle, i)
         guard irc == 0 else { throw verbs.refusal(RealError("ibv_modify_qp", irc)) }
         var a = RealQPAttributes(target: .readyToReceive)
@@ -221,16 +247,23 @@ extension Router {
         let rc = verbs.device.modifyQP(r.handle, a)
         guard rc == 0 else { throw verbs.refusal(RealError("ibv_modify_qp", rc)) }
         qp.realRecvPSN = m.sendPSN
+        conn.appliedAccess = i.accessFlags
         log.record(event: "fabric.connect", subject: qp.session.subject, object: "qpn 0x\(String(qp.qpn, radix: 16))",
                    decision: .allow, rule: "peers", fields: ["peer": remote.router, "remoteQPN": "0x\(String(m.sourceQPN, radix: 16))",
                                                             "remoteTenant": m.tenant])
         conn.peer = m
         conn.allowed = engine.connectionOperations(from: qp.session.tenant, to: m.tenant)
             .intersection(OperationSet(rawValue: m.operations))
-        conn.takesReceives = !fabric.enforcement
-            || !engine.connectionOperations(from: m.tenant, to: qp.session.tenant).isDisjoint(with: [.send, .sendWithImm, .writeWithImm])
+        conn.takesReceives = peerPostsReceives(from: m.tenant, to: qp.session.tenant)
         remote.tenant = m.tenant
         if let rts = conn.rtsAttrs { try realRTS(qp, conn, rts) }
+    }
+
+    /// Whether the peer's tenant may post anything that consumes one of our
+    /// tenant's receives (SEND, SEND_WITH_IMM, WRITE_WITH_IMM).
+    private func peerPostsReceives(from peerTenant: String, to tenant: String) -> Bool {
+        !fabric.enforcement
+            || !engine.connectionOperations(from: peerTenant, to: tenant).isDisjoint(with: [.send, .sendWithImm, .writeWithImm])
     }
 
     private func realRTS(_ qp: QueuePair, _ conn: RemoteVerbsLink.Connection, _ attrs: QPAttributes) throws {
@@ -241,8 +274,15 @@ extension Router {
         a.retryCount = attrs.retryCount
         a.rnrRetry = attrs.rnrRetry
         a.maxRdAtomic = max(attrs.maxRdAtomic, 1)
+        // Flags the tenant changed at RTR->RTS reach the device, narrowed.
+        let narrowed = conn.peer.map { narrowedAccess(attrs.accessFlags, qp, from: $0.tenant) } ?? conn.appliedAccess
+        if let narrowed, narrowed != conn.appliedAccess {
+            a.accessFlags = narrowed
+            a.changesAccessFlags = true
+        }
         let rc = verbs.device.modifyQP(r.handle, a)
         guard rc == 0 else { throw verbs.refusal(RealError("ibv_modify_qp", rc)) }
+        if a.changesAccessFlags { conn.appliedAccess = a.accessFlags }
         qp.realSendPSN = conn.sendPSN
         conn.realRTS = true
         conn.rtsAttrs = nil
@@ -255,18 +295,22 @@ extension Router {
         // (the peer's router then checks its own copies alone).
         let ops = (conn.peer?.tenant ?? remote.tenant).map { engine.connectionOperations(from: $0, to: qp.session.tenant) }
             ?? OperationSet(rawValue: UInt32.max)
-        let m = VerbsConnect(sourceQPN: qp.qpn, sourceLID: qp.session.lid, sourceIPv4: qp.session.ipv4, targetQPN: remote.qpn,
+        // (A debug build's --test-forge-* flags make it claim otherwise.)
+        let me = claimedSender(qp.session)
+        let m = VerbsConnect(sourceQPN: qp.qpn, sourceLID: me.lid, sourceIPv4: me.ipv4, targetQPN: remote.qpn,
                              epoch: conn.epoch, yourEpoch: yourEpoch, realQPN: r.qpn, realLID: verbs.device.lid,
-                             realGID: verbs.device.gid, sendPSN: conn.sendPSN, operations: ops.rawValue, tenant: qp.session.tenant)
+                             realGID: verbs.device.gid, sendPSN: conn.sendPSN, operations: ops.rawValue, tenant: me.tenant)
         conn.lastSent = now
         c.node.send(to: remote.router, LinkFrame.Frame(.data, stream: remote.qpn, body: m.encode()))
     }
 
     /// After a policy reload: a cross-host connection on the device whose
     /// tenants no longer consent fails (ERR, IBV_EVENT_QP_FATAL, audited),
-    /// as a local one does; otherwise what its QP may post is recomputed.
-    /// (The real QP's remote access flags, set at connect, are not widened
-    /// or narrowed; the connection's keys stay as granted.)
+    /// as a local one does; otherwise what its QP may post is recomputed,
+    /// the real QP's remote access flags follow the new consent, and the
+    /// device gets no more receives if the peer may no longer post
+    /// anything that consumes one. (Keys already handed out stay cached at
+    /// the peer router; the NIC holds them to the QP's new flags.)
     func reapplyCrossHostConsent() {
         guard verbs != nil, cluster != nil else { return }
         for s in sessions.values {
@@ -282,7 +326,23 @@ extension Router {
                     continue
                 }
                 conn.allowed = engine.connectionOperations(from: s.tenant, to: m.tenant).intersection(OperationSet(rawValue: m.operations))
+                conn.takesReceives = peerPostsReceives(from: m.tenant, to: s.tenant)
                 qp.allowedOperations = remoteOperations(s)
+                let narrowed = narrowedAccess(conn.accessFlags, qp, from: m.tenant)
+                if conn.realRTS, narrowed != conn.appliedAccess, let verbs, let r = qp.real {
+                    var a = RealQPAttributes(target: .readyToSend)
+                    a.accessFlags = narrowed
+                    a.onlyAccessFlags = true
+                    let rc = verbs.device.modifyQP(r.handle, a)
+                    if rc == 0 {
+                        conn.appliedAccess = narrowed
+                    } else {
+                        denyDataPath(qp, "the device refused the QP's new access flags after a policy reload: \(String(cString: strerror(rc)))",
+                                     rule: "device")
+                        enter(qp, .error)
+                        s.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+                    }
+                }
             }
         }
     }
@@ -296,9 +356,9 @@ extension Router {
     func handleVerbsFrame(from router: String, _ f: LinkFrame.Frame) {
         guard let kind = f.body.first else { return }
         guard verbs != nil, kind >= VerbsConnect.kind else {
-            log.record(event: "fabric.frame", decision: .deny, rule: "fabric.backend",
-                       reason: "a \(kind >= VerbsConnect.kind ? "verbs" : "software") fabric message from router \(router); this router runs the \(verbs == nil ? "software" : "verbs") backend and every router of a cluster must run the same",
-                       fields: ["peer": router])
+            refuseFrame(router, qpn: f.stream, "fabric.backend",
+                        "a \(kind >= VerbsConnect.kind ? "verbs" : "software") fabric message from router \(router); this router runs the \(verbs == nil ? "software" : "verbs") backend and every router of a cluster must run the same",
+                        event: "fabric.frame")
             return
         }
         do {
@@ -316,16 +376,30 @@ extension Router {
         }
     }
 
-    private func refuseFrame(_ router: String, _ rule: String, _ reason: String, tenant: String? = nil) {
+    /// A refused message from a peer router, audited. The peer resends
+    /// on every retry of its QP, so, as for the software fabric's requests,
+    /// one record a second per (router, QPN), with the count left out.
+    private func refuseFrame(_ router: String, qpn: UInt32, _ rule: String, _ reason: String, tenant: String? = nil,
+                             event: String = "fabric.connect") {
+        guard let suppressed = cluster?.auditConnectionDenial(peer: router, qpn: qpn, now: Sys.monotonicNanos()) else { return }
         var fields = ["peer": router]
         if let tenant { fields["tenant"] = tenant }
-        log.record(event: "fabric.connect", decision: .deny, rule: rule, reason: reason, fields: fields)
+        if suppressed > 0 { fields["suppressed"] = String(suppressed) }
+        log.record(event: event, decision: .deny, rule: rule, reason: reason, fields: fields)
     }
 
     private func takeConnect(from router: String, qpn: UInt32, _ m: VerbsConnect) {
         let what = "QP 0x\(String(m.sourceQPN, radix: 16)) on router \(router) for QP 0x\(String(qpn, radix: 16))"
         guard m.targetQPN == qpn, let qp = qpsByNumber[qpn], !qp.destroyed, qp.real != nil else {
-            refuseFrame(router, "fabric.connection", "connect from \(what): no such QP here", tenant: m.tenant)
+            refuseFrame(router, qpn: qpn, "fabric.connection", "connect from \(what): no such QP here", tenant: m.tenant)
+            return
+        }
+        // What the sending router says of its QP, checked where this
+        // router can (as for the software fabric's requests): the address
+        // must be one the directory gives that router, and a claimed
+        // tenant with an addressPool must hold it.
+        if let c = cluster, let why = checkSource(from: router, lid: m.sourceLID, ipv4: m.sourceIPv4, tenant: m.tenant, c) {
+            refuseFrame(router, qpn: qpn, "fabric.source", "connect from \(what) claiming tenant \(m.tenant): \(why)", tenant: m.tenant)
             return
         }
         let link = qp.verbsLink ?? RemoteVerbsLink()
@@ -339,7 +413,7 @@ extension Router {
         }
         guard qp.state == .rtr || qp.state == .rts, let remote = qp.remote, remote.router == router, matches(m, remote),
               let conn = link.connection, conn.router == router else {
-            refuseFrame(router, "fabric.connection", "connect from \(what): the QP is not connected to it", tenant: m.tenant)
+            refuseFrame(router, qpn: qpn, "fabric.connection", "connect from \(what): the QP is not connected to it", tenant: m.tenant)
             return
         }
         guard consents(qp, m, from: router) else { return }
@@ -348,7 +422,7 @@ extension Router {
             guard have.epoch == m.epoch else {
                 // The peer reset its QP and connected again: this side must
                 // too (an RC QP is connected once per RESET), as on a fabric.
-                refuseFrame(router, "fabric.connection", "connect from \(what): a new connection to a QP already connected; reset it first",
+                refuseFrame(router, qpn: qpn, "fabric.connection", "connect from \(what): a new connection to a QP already connected; reset it first",
                             tenant: m.tenant)
                 return
             }
@@ -380,9 +454,8 @@ extension Router {
               let remote = qp.remote, remote.router == router, remote.qpn == q.sourceQPN,
               remote.ipv4 != 0 ? remote.ipv4 == q.sourceIPv4 : remote.lid == q.sourceLID,
               let conn = qp.verbsLink?.connection, conn.peer != nil else {
-            log.record(event: "fabric.key", decision: .deny, rule: "fabric.connection",
-                       reason: "key query for \(what): no QP 0x\(String(qpn, radix: 16)) here is connected to it",
-                       fields: ["peer": router, "tenant": q.tenant])
+            refuseFrame(router, qpn: qpn, "fabric.connection", "key query for \(what): no QP 0x\(String(qpn, radix: 16)) here is connected to it",
+                        tenant: q.tenant, event: "fabric.key")
             return
         }
         func answer(_ a: VerbsKeyAnswer) {
@@ -656,6 +729,10 @@ extension Router {
             qp.recvHeld.append(rw.wr_id)
             qp.recvCQ.deviceOwed += 1
             qp.recvCQ.realOutstanding += 1
+        }
+        if qp.recvInFlight < Int(qp.rqCapacity), qp.recvCQ.room < 1 || qp.recvCQ.realOutstanding >= qp.recvCQ.realLimit,
+           qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity) ?? 0 > 0 {
+            remoteReceivesBlocked = true
         }
         return moved
     }

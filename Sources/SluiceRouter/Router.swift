@@ -80,6 +80,11 @@ public final class Router {
     var cluster: ClusterAgent?
     /// The verbs backend, when the router runs on a device.
     var verbs: VerbsBackend?
+    /// A pass found receives of a QP connected to another host that could
+    /// not go to the device for want of room in the tenant's CQ: the
+    /// tenant polling frees it without ringing, so the router looks again
+    /// soon instead of sleeping until the next event (RemoteVerbs.swift).
+    var remoteReceivesBlocked = false
     private let epfd: Int32
     private let signalFD: Int32
     var listeners: [Int32: String] = [:] // listening fd -> tenant
@@ -277,12 +282,14 @@ public final class Router {
                 let soon = Sys.monotonicNanos() + 100_000_000
                 wake = min(wake ?? soon, soon)
             }
-            // Completions waiting for room in a tenant's ring move only when
-            // the router looks, and polling a CQ rings no doorbell.
-            if let v = verbs, v.completionsWaiting {
+            // Completions waiting for room in a tenant's ring (and receives
+            // waiting for room in its CQ) move only when the router looks,
+            // and polling a CQ rings no doorbell.
+            if let v = verbs, v.completionsWaiting || remoteReceivesBlocked {
                 let soon = Sys.monotonicNanos() + 1_000_000
                 wake = min(wake ?? soon, soon)
             }
+            remoteReceivesBlocked = false
             if fabric.sessionList.contains(where: { $0.allows > 0 }) { wake = min(wake ?? nextSummary, nextSummary) }
             if let deadline = wake {
                 let t = Sys.monotonicNanos()

@@ -53,6 +53,13 @@ final class VerbsMessageTests: XCTestCase {
         var zero = connect
         zero.epoch = 0
         XCTAssertThrowsError(try VerbsConnect.decode(zero.encode()))
+        // The key messages' QPNs too (each message's first field after the
+        // kind word is the source QPN).
+        for (bytes, decode) in all.dropFirst() {
+            var b = bytes
+            b[4] = 1
+            XCTAssertThrowsError(try decode(b), "a source QPN above 24 bits, kind \(bytes[0])")
+        }
         var flag = answer.encode()
         flag[1] = 2
         XCTAssertThrowsError(try VerbsKeyAnswer.decode(flag))

@@ -64,13 +64,18 @@ final class VerbsClusterNetnsTests: XCTestCase {
             of: "    - tenant: carol\n      operations: [send, sendWithImm, write, writeWithImm, read, compareSwap, fetchAdd]",
             with: "    - tenant: carol\n      operations: [write]")
         XCTAssertTrue(carol.contains("operations: [write]"))
-        let policies = ["alpha": RouterProcess.permissive("alpha"), "mallory": RouterProcess.permissive("mallory"), "carol": carol]
+        // vault takes its addresses from a pool on host B only; in tests
+        // named "Forged", host A's router says impostor's QPs are vault's.
+        let policies = ["alpha": RouterProcess.permissive("alpha"), "mallory": RouterProcess.permissive("mallory"), "carol": carol,
+                        "vault": RouterProcess.permissive("vault", extra: "  addressPool: 10.88.1.0/25\n"),
+                        "impostor": RouterProcess.permissive("impostor")]
         // Tests named "ModifiedSender" run host A's inner router with its
         // own checks skipped (debug builds only): host B's must hold alone.
         let modified = name.contains("ModifiedSender"), mixed = name.contains("MixedBackends")
         for i in 0..<2 {
             var (args, env) = RouterProcess.innerArguments(outer: outer[i])
             if modified && i == 0 { args.append("--test-unchecked-sender") }
+            if name.contains("Forged") && i == 0 { args += ["--test-forge-tenant", "impostor=vault"] }
             // "MixedBackends": host B's router is left to --backend auto
             // (with a usable sluice0), which in a cluster means software.
             if mixed && i == 1 { args = ["--device", "sluice0"] }
@@ -504,5 +509,81 @@ final class VerbsClusterNetnsTests: XCTestCase {
             XCTAssertEqual(server.wait(seconds: 60), 0, "size \(size): server: \(server.output)")
             XCTAssert(c.output.contains("\(size * iters * 2) bytes in"), "size \(size): \(c.output)")
         }
+    }
+
+    /// Host A's router (modified) says impostor's QP is vault's. By vault's
+    /// consent alone (vault to vault) B would connect it; vault's
+    /// addressPool, on host B only, is what A cannot fake: B refuses the
+    /// connect message (rule fabric.source), the real QP is never
+    /// connected, and the WRITE ends in RETRY_EXC_ERR.
+    func testATenantNameForgedInTheConnectMessageIsRefusedAtTheTarget() throws {
+        let imp = try VerbsEndpoint(socket: inner[0].socket("impostor")), v = try VerbsEndpoint(socket: inner[1].socket("vault"))
+        let victim = TestBuffer(pages: 1), ibuf = TestBuffer(pages: 1)
+        victim.fill(0, 4096, seed: 41)
+        ibuf.fill(0, 4096, seed: 42)
+        let before = victim.bytes(0, 4096)
+        let vmr = try v.register(victim.base, 4096, rw), imr = try imp.register(ibuf.base, 4096, rw)
+        let qi = try imp.createQP(), qv = try v.createQP()
+        try imp.connect(qi, to: qv, of: v, access: rw, retryCount: 2, timeout: 10)
+        try v.connect(qv, to: qi, of: imp, access: rw)
+        try imp.postSend(qi, id: 1, IBV_WR_RDMA_WRITE, [sge(ibuf.base, 64, imr)], remote: (addr(victim.base), vmr.pointee.rkey))
+        XCTAssertEqual(imp.poll(1, seconds: 20).first?.status, IBV_WC_RETRY_EXC_ERR, "a forged connection is never made")
+        XCTAssert(victim.bytes(0, 4096) == before, "the victim's memory is unchanged")
+        let denials = inner[1].auditRecords().filter { ($0["event"] as? String) == "fabric.connect" && ($0["rule"] as? String) == "fabric.source" }
+        XCTAssertGreaterThanOrEqual(denials.count, 1)
+        XCTAssert((denials.first?["reason"] as? String ?? "").contains("tenant vault's addressPool"), "\(denials)")
+        // The resends on every retry are audited once a second, not each.
+        XCTAssertLessThanOrEqual(denials.count, 3, "\(denials.count) records for one QP's retries")
+        XCTAssertFalse(inner[1].auditRecords().contains { ($0["event"] as? String) == "fabric.key" && ($0["decision"] as? String) == "allow" },
+                       "no key was handed to the forger")
+    }
+
+    /// The tenant at B narrows its QP's access flags at RTR -> RTS, after
+    /// A's router was handed the key for WRITE: the real QP follows, so B's
+    /// "NIC" refuses A's next WRITE with the cached key.
+    func testAccessFlagsNarrowedAtRTSReachTheRealQP() throws {
+        let (a, b) = try endpoints()
+        let abuf = TestBuffer(pages: 1), bbuf = TestBuffer(pages: 1)
+        let amr = try a.register(abuf.base, 4096, rw), bmr = try b.register(bbuf.base, 4096, rw)
+        let qa = try a.createQP(), qb = try b.createQP()
+        // B's QP by hand: INIT and RTR with remote write.
+        var at = ibv_qp_attr()
+        at.qp_state = IBV_QPS_INIT
+        at.port_num = 1
+        at.qp_access_flags = rw.rawValue
+        try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_PKEY_INDEX, IBV_QP_PORT, IBV_QP_ACCESS_FLAGS])
+        at = ibv_qp_attr()
+        at.qp_state = IBV_QPS_RTR
+        at.path_mtu = IBV_MTU_4096
+        at.dest_qp_num = qa.pointee.qp_num
+        at.max_dest_rd_atomic = 1
+        at.min_rnr_timer = 1
+        at.ah_attr.port_num = 1
+        at.ah_attr.dlid = a.lid
+        try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_AV, IBV_QP_PATH_MTU, IBV_QP_DEST_QPN, IBV_QP_RQ_PSN,
+                               IBV_QP_MAX_DEST_RD_ATOMIC, IBV_QP_MIN_RNR_TIMER])
+        try a.connect(qa, to: qb, of: b, access: rw, retryCount: 2, timeout: 10)
+        abuf.fill(0, 64, seed: 7)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(abuf.base, 64, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1, seconds: 20).first?.status, IBV_WC_SUCCESS, "a WRITE to a QP at RTR lands")
+        XCTAssertEqual(bbuf.bytes(0, 64), abuf.bytes(0, 64))
+        // RTR -> RTS without remote write.
+        at = ibv_qp_attr()
+        at.qp_state = IBV_QPS_RTS
+        at.timeout = 14
+        at.retry_cnt = 7
+        at.rnr_retry = 7
+        at.max_rd_atomic = 1
+        at.qp_access_flags = IBV_ACCESS_LOCAL_WRITE.rawValue
+        try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_TIMEOUT, IBV_QP_RETRY_CNT, IBV_QP_RNR_RETRY, IBV_QP_SQ_PSN,
+                               IBV_QP_MAX_QP_RD_ATOMIC, IBV_QP_ACCESS_FLAGS])
+        let before = bbuf.bytes(0, 4096)
+        abuf.fill(0, 64, seed: 8)
+        try a.postSend(qa, id: 2, IBV_WR_RDMA_WRITE, [sge(abuf.base, 64, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        let status = a.poll(1, seconds: 20).first?.status
+        XCTAssertTrue(status == IBV_WC_REM_ACCESS_ERR || status == IBV_WC_REM_INV_REQ_ERR, "\(String(describing: status))")
+        XCTAssert(bbuf.bytes(0, 4096) == before, "the WRITE after the narrowing changed nothing")
+        XCTAssertTrue(outer[1].auditRecords().contains { ($0["event"] as? String) == "datapath" && ($0["rule"] as? String) == "qp.access" },
+                      "B's NIC refused it for the QP's access flags")
     }
 }
