@@ -747,16 +747,7 @@ extension VerbsBackend {
         guard qp.inFlight.count < Int(qp.sqCapacity) else { return .busy }
         guard qp.sendCQ.realOutstanding + 1 <= qp.sendCQ.realLimit else { return .busy }
         let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
-        var send = RealSend(wrID: w.wr_id, opcode: w.opcode,
-                            flags: w.send_flags & UInt32(SLUICE_SEND_FENCE | SLUICE_SEND_SOLICITED | SLUICE_SEND_INLINE)
-                                | UInt32(SLUICE_SEND_SIGNALED),
-                            immData: w.imm_data, sges: inline.map { $0.length > 0 ? [$0] : [] } ?? local)
-        if let (addr, rkey) = remote {
-            send.remoteAddress = addr
-            send.rkey = rkey
-        }
-        send.compareAdd = w.compare_add
-        send.swap = w.swap
+        let send = VerbsBackend.realSend(w, local: local, inline: inline, remote: remote)
         let rc = device.postSend(rq.handle, send)
         if rc == ENOMEM { return .busy }
         guard rc == 0 else { return .refused("the device refused the request: \(String(cString: strerror(rc)))") }

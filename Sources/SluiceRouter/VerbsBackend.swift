@@ -300,6 +300,24 @@ public final class VerbsBackend {
         case refused(String) // the device said no: an error completion
     }
 
+    /// The device's form of a checked request: the tenant's wr_id, opcode,
+    /// fence/solicited/inline flags (always signaled on the device: the
+    /// router needs every completion), immediate data, the translated
+    /// local SGEs or inline bytes, and the translated remote address.
+    static func realSend(_ w: sluice_send_wqe, local: [RealSGE], inline: RealSGE?, remote: (UInt64, UInt32)?) -> RealSend {
+        var send = RealSend(wrID: w.wr_id, opcode: w.opcode,
+                            flags: w.send_flags & UInt32(SLUICE_SEND_FENCE | SLUICE_SEND_SOLICITED | SLUICE_SEND_INLINE)
+                                | UInt32(SLUICE_SEND_SIGNALED),
+                            immData: w.imm_data, sges: inline.map { $0.length > 0 ? [$0] : [] } ?? local)
+        if let (addr, rkey) = remote {
+            send.remoteAddress = addr
+            send.rkey = rkey
+        }
+        send.compareAdd = w.compare_add
+        send.swap = w.swap
+        return send
+    }
+
     /// Posts one checked request: the receive it consumes first (on the
     /// peer's real QP), then the request. Keys and addresses are real ones
     /// the router translated; the wr_id is the tenant's.
@@ -317,16 +335,7 @@ public final class VerbsBackend {
         // The caller checked the tenant's rings have room (`room`, which
         // counts what the device already owes them); the room for this
         // request's completions is claimed below once it is posted.
-        var send = RealSend(wrID: w.wr_id, opcode: w.opcode,
-                            flags: w.send_flags & UInt32(SLUICE_SEND_FENCE | SLUICE_SEND_SOLICITED | SLUICE_SEND_INLINE)
-                                | UInt32(SLUICE_SEND_SIGNALED),
-                            immData: w.imm_data, sges: inline.map { $0.length > 0 ? [$0] : [] } ?? local)
-        if let (addr, rkey) = remote {
-            send.remoteAddress = addr
-            send.rkey = rkey
-        }
-        send.compareAdd = w.compare_add
-        send.swap = w.swap
+        let send = VerbsBackend.realSend(w, local: local, inline: inline, remote: remote)
         if let r = recv {
             let rc = device.postRecv(rp.handle, RealRecv(wrID: r.wr_id, sges: receive))
             if rc == ENOMEM { return .busy }
