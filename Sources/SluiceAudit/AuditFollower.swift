@@ -43,6 +43,31 @@ public final class AuditFollower {
 
     deinit { if fd >= 0 { AuditSys.close(fd) } }
 
+    /// Tests: runs just before the active file is opened after a
+    /// rotation, to rotate again in between.
+    var beforeOpeningActive: (() -> Void)?
+
+    /// The name the open file is read under: a rotated file's, or nil for
+    /// the active path.
+    private var currentName: String?
+
+    /// The lowest-numbered rotated file above `number`.
+    private func nextRotated(after number: Int) throws -> (number: Int, path: String)? {
+        try AuditLogFiles.numbered(path).first { $0.number > number }
+    }
+
+    /// Switches to a rotated file (false if it is gone).
+    private func openFile(_ file: String) throws -> Bool {
+        guard let nfd = try? AuditSys.open(file, O_RDONLY) else { return false }
+        if fd >= 0 { AuditSys.close(fd) }
+        fd = nfd
+        inode = UInt64(try AuditSys.status(of: fd, path: file).st_ino)
+        offset = 0
+        partial = []
+        currentName = file
+        return true
+    }
+
     private func openCurrent() throws -> Bool {
         let newFD: Int32
         do {
@@ -56,6 +81,7 @@ public final class AuditFollower {
         inode = UInt64(try AuditSys.status(of: fd, path: path).st_ino)
         offset = 0
         partial = []
+        currentName = nil
         return true
     }
 
@@ -65,30 +91,32 @@ public final class AuditFollower {
         if fd < 0 {
             guard try openCurrent() else { return [] }
         }
-        var out = try readAvailable()
+        var out = try readAvailable(name: currentName)
         // Rotated away (renamed, or deleted and recreated): the writer has
         // finished with the old file, so what it holds now is all of it.
-        // Several rotations may have happened since the last poll: read
-        // every rotated file newer than ours (they are complete), then the
-        // new active file, and check again that none slipped in meanwhile.
+        // Several rotations may have happened since the last poll, and more
+        // may happen while this runs: files are renamed to ever higher
+        // numbers, so after ours comes the lowest-numbered rotated file
+        // above it, or else the active file. Each file is finished before
+        // the next is opened, and the active file counts only once no
+        // rotated file above ours turned up after it was opened.
         while let st = try AuditSys.status(of: path), UInt64(st.st_ino) != inode {
-            out += try finishFile()
+            out += try finishFile(name: currentName)
             notices.append(.rotated)
-            var rotated = try AuditLogFiles.numbered(path)
-            while let i = try rotated.firstIndex(where: { try AuditSys.status(of: $0.path).map { UInt64($0.st_ino) } == inode }),
-                  i + 1 < rotated.count {
-                let next = rotated[i + 1].path
-                guard let nfd = try? AuditSys.open(next, O_RDONLY) else { break }
-                AuditSys.close(fd)
-                fd = nfd
-                inode = UInt64(try AuditSys.status(of: fd, path: next).st_ino)
-                offset = 0
-                partial = []
-                out += try readAvailable(name: next)
-                out += try finishFile(name: next)
-                rotated = try AuditLogFiles.numbered(path)
+            let ours = try AuditLogFiles.numbered(path).first { try AuditSys.status(of: $0.path).map { UInt64($0.st_ino) } == inode }?.number
+            if let ours, let next = try nextRotated(after: ours), try openFile(next.path) {
+                out += try readAvailable(name: next.path)
+                continue
             }
+            beforeOpeningActive?()
             guard try openCurrent() else { break }
+            // A rotation between the listing and the open: the file after
+            // ours is a rotated one that is not the file just opened.
+            if let ours, let slipped = try nextRotated(after: ours),
+               try AuditSys.status(of: slipped.path).map({ UInt64($0.st_ino) }) != inode, try openFile(slipped.path) {
+                out += try readAvailable(name: slipped.path)
+                continue
+            }
             out += try readAvailable()
         }
         return out

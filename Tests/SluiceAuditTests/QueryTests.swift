@@ -116,4 +116,33 @@ final class QueryTests: XCTestCase {
         try Log.write(["a"], to: path)
         XCTAssertEqual(try f.poll().map { String(decoding: $0.bytes, as: UTF8.self) }, ["a"])
     }
+
+    /// A writer rotating again while the follower moves from the file it
+    /// finished to the active one: the file in between is read, not
+    /// skipped (`sluice audit tail -f` lost a file this way under load).
+    func testFollowerReadsAFileRotatedWhileItOpensTheActiveOne() throws {
+        let dir = try TempDir()
+        let path = dir.file("audit.log")
+        func lines(_ l: [AuditFollower.Line]) -> [String] { l.map { String(decoding: $0.bytes, as: UTF8.self) } }
+        try Log.write(["1", "2"], to: path)
+        let f = try AuditFollower(path: path, startingWithLast: 10)
+        XCTAssertEqual(lines(try f.poll()), ["1", "2"])
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        try Log.write(["3", "4"], to: path)
+        var rotatedAgain = false
+        f.beforeOpeningActive = {
+            guard !rotatedAgain else { return }
+            rotatedAgain = true
+            try? FileManager.default.moveItem(atPath: path, toPath: path + ".2")
+            try? Log.write(["5", "6"], to: path)
+        }
+        XCTAssertEqual(lines(try f.poll()), ["3", "4", "5", "6"])
+        XCTAssertTrue(rotatedAgain)
+        XCTAssertTrue(f.notices.contains(.rotated))
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        h.seekToEndOfFile()
+        h.write(Data("7\n".utf8))
+        try h.close()
+        XCTAssertEqual(lines(try f.poll()), ["7"], "then it follows the active file")
+    }
 }
