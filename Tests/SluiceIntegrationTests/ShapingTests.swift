@@ -32,7 +32,7 @@ final class ShapingTests: XCTestCase {
     }
 
     func testAFloodOverTheRateWaitsAndCompletesInOrderWithNothingLost() throws {
-        let router = try RouterProcess(policies: ["alpha": limited("    tenant:\n      operations: 2000/s\n      burstOperations: 8\n")])
+        let router = try RouterProcess(policies: ["alpha": limited("    tenant:\n      operations: 100/s\n      burstOperations: 8\n")])
         let (a, b, qa, src, dst, sm, dm) = try setUp(router)
         defer { withExtendedLifetime(b) {} }
         for i in 0..<40 {
