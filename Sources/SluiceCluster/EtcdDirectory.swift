@@ -41,7 +41,11 @@ public final class EtcdDirectory: ClusterDirectory {
         /// lease TTL plus a second (its keep-alives notice a lost lease
         /// within a third of the TTL).
         public var resyncGrace: Double?
-        var graceNanos: UInt64 { UInt64(max(0, resyncGrace ?? Double(leaseTTL + 1)) * 1e9) }
+        var graceNanos: UInt64 {
+            let seconds = resyncGrace ?? Double(leaseTTL + 1)
+            // At most a day; NaN and negatives are none.
+            return seconds > 0 ? UInt64(min(seconds, 86_400) * 1e9) : 0
+        }
 
         public init(endpoint: String, register: RouterEntry?) {
             self.endpoint = endpoint
@@ -223,7 +227,7 @@ public final class EtcdDirectory: ClusterDirectory {
         if leaseID != 0 {
             let ttl = try client.keepAlive(lease: leaseID)
             if ttl > 0 { return }
-            leaseID = 0 // expired or unknown to this etcd
+            setLease(0) // expired or unknown to this etcd
         }
         let lease = try client.grantLease(ttl: config.leaseTTL)
         try client.put(routersPrefix + me.name, EtcdDirectory.routerJSON(me), lease: lease.id)
@@ -244,12 +248,13 @@ public final class EtcdDirectory: ClusterDirectory {
         let now = monotonicNanos(), read = routers
         for name in Array(unconfirmed.keys) where read[name] != nil { unconfirmed[name] = nil }
         for (name, entry) in routerMap where read[name] == nil {
-            // This router's own entry: put again just below, never in doubt.
+            // This router's own entry: put again just below if etcd lost
+            // it, and listed meanwhile (it is alive: it is this process).
             if name == config.register?.name {
                 routers[name] = entry
                 continue
             }
-            let until = unconfirmed[name] ?? now + config.graceNanos
+            let until = unconfirmed[name] ?? now &+ config.graceNanos
             if until > now {
                 routers[name] = entry
                 unconfirmed[name] = until
@@ -264,8 +269,8 @@ public final class EtcdDirectory: ClusterDirectory {
         lock.unlock()
         if changed { notify() }
         // Our own entry vanished (etcd lost its data): register again now.
-        if let me = config.register, routers[me.name] == nil, leaseID != 0 {
-            leaseID = 0
+        if let me = config.register, read[me.name] == nil, leaseID != 0 {
+            setLease(0)
             try keepRegistered(me)
         }
         return rev
@@ -312,9 +317,16 @@ public final class EtcdDirectory: ClusterDirectory {
         lock.unlock()
         if changed { notify() }
         if ownDeleted, !shouldStop, let me = config.register {
-            leaseID = 0
+            setLease(0)
             try? keepRegistered(me)
         }
+    }
+
+    /// The lease is written on this thread and read by `status()`.
+    private func setLease(_ id: Int64) {
+        lock.lock()
+        leaseID = id
+        lock.unlock()
     }
 
     /// Unconfirmed routers whose grace ran out leave the directory.

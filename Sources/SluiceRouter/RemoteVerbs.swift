@@ -326,9 +326,23 @@ extension Router {
                     continue
                 }
                 conn.allowed = engine.connectionOperations(from: s.tenant, to: m.tenant).intersection(OperationSet(rawValue: m.operations))
+                let tookReceives = conn.takesReceives
                 conn.takesReceives = peerPostsReceives(from: m.tenant, to: s.tenant)
+                // Receives posted while they did not go to the device wait
+                // in the ring of a QP that may have left the active list.
+                if conn.takesReceives && !tookReceives { fabric.activate(qp) }
                 qp.allowedOperations = remoteOperations(s)
                 let narrowed = narrowedAccess(conn.accessFlags, qp, from: m.tenant)
+                // A real QP still at RTR cannot change its flags (there is
+                // no RTR->RTR): one that would lose access fails instead.
+                if !conn.realRTS, let applied = conn.appliedAccess, applied & ~narrowed != 0 {
+                    log.record(event: "policy.enforce", subject: s.subject, verb: "modify_qp",
+                               object: "qpn 0x\(String(qp.qpn, radix: 16))", decision: .deny, rule: "peers",
+                               reason: "a policy reload narrowed the remote access of the connection to \(m.tenant) on router \(conn.router) while its device QP is at RTR")
+                    enter(qp, .error)
+                    s.postAsyncEvent(UInt32(SLUICE_EVENT_QP_FATAL), qpn: qp.qpn)
+                    continue
+                }
                 if conn.realRTS, narrowed != conn.appliedAccess, let verbs, let r = qp.real {
                     var a = RealQPAttributes(target: .readyToSend)
                     a.accessFlags = narrowed
@@ -730,8 +744,12 @@ extension Router {
             qp.recvCQ.deviceOwed += 1
             qp.recvCQ.realOutstanding += 1
         }
-        if qp.recvInFlight < Int(qp.rqCapacity), qp.recvCQ.room < 1 || qp.recvCQ.realOutstanding >= qp.recvCQ.realLimit,
-           qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity) ?? 0 > 0 {
+        // Blocked by completions the tenant has not polled (not by what the
+        // device owes, whose completions wake the router anyway): polling
+        // rings nothing, so the router must look again by itself.
+        let cq = qp.recvCQ
+        if qp.recvInFlight < Int(qp.rqCapacity), cq.room < 1, UInt64(cq.deviceOwed) + UInt64(cq.waiting.count) < UInt64(cq.capacity),
+           cq.realOutstanding < cq.realLimit, qp.pending(prod: qp.rqProd, cons: qp.rqCons, capacity: qp.rqCapacity) ?? 0 > 0 {
             remoteReceivesBlocked = true
         }
         return moved

@@ -162,7 +162,9 @@ final class EtcdTests: XCTestCase {
             try c.put("/sluice/routers/" + e.name, EtcdDirectory.routerJSON(e), lease: try c.grantLease(ttl: 60).id)
         }
         var config = EtcdDirectory.Configuration(endpoint: etcd.endpoint, register: entry("host-w", 7303, lids: 70...79, pool: "10.77.32.0/24"))
-        config.resyncGrace = 4
+        // Long enough for the steps below on a loaded machine (the
+        // default would be the lease TTL plus a second).
+        config.resyncGrace = 10
         let w = try EtcdDirectory(config)
         w.start()
         defer { w.stop() }
@@ -183,7 +185,7 @@ final class EtcdTests: XCTestCase {
         XCTAssertEqual(names(), ["ghost-back", "ghost-gone", "host-w"], "absent routers stay listed during the grace")
         let c2 = try EtcdClient(endpoint: etcd.endpoint)
         try c2.put("/sluice/routers/" + back.name, EtcdDirectory.routerJSON(back), lease: try c2.grantLease(ttl: 60).id)
-        wait(15, "ghost-back confirmed, ghost-gone dropped when its grace ended") {
+        wait(30, "ghost-back confirmed, ghost-gone dropped when its grace ended") {
             names() == ["ghost-back", "host-w"] && unconfirmed().isEmpty
         }
         XCTAssertFalse(lostBack, "ghost-back left the directory while it registered again")

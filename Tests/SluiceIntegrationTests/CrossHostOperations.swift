@@ -47,7 +47,7 @@ func checkCrossHostOperations(_ a: VerbsEndpoint, _ b: VerbsEndpoint, access rw:
     XCTAssertEqual(wc.first?.byte_len, 3000)
     XCTAssertEqual(wc.first?.wr_id, 10)
     XCTAssertEqual(wc.first?.src_qp, qb.pointee.qp_num, "the sender's virtual QPN, not its real one")
-    XCTAssertEqual(wc.first?.slid, useGID ? b.lid : b.lid)
+    XCTAssertEqual(wc.first?.slid, b.lid, "the sender's virtual LID, by LID or GID")
     XCTAssertEqual((wc.first?.wc_flags ?? 0) & IBV_WC_GRH.rawValue != 0, useGID)
     XCTAssertEqual(abuf.bytes(180_000, 3000), bbuf.bytes(100, 3000))
     try a.postRecv(qa, id: 11, [])

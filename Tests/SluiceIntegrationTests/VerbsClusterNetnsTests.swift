@@ -458,28 +458,14 @@ final class VerbsClusterNetnsTests: XCTestCase {
         let amr = try a.register(abuf.base, 4096, rw), bmr = try b.register(bbuf.base, 4096, rw)
         let qa = try a.createQP(), qb = try b.createQP()
         // B's QP by hand: INIT and RTR with remote write.
-        var at = ibv_qp_attr()
-        at.qp_state = IBV_QPS_INIT
-        at.port_num = 1
-        at.qp_access_flags = rw.rawValue
-        try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_PKEY_INDEX, IBV_QP_PORT, IBV_QP_ACCESS_FLAGS])
-        at = ibv_qp_attr()
-        at.qp_state = IBV_QPS_RTR
-        at.path_mtu = IBV_MTU_4096
-        at.dest_qp_num = qa.pointee.qp_num
-        at.max_dest_rd_atomic = 1
-        at.min_rnr_timer = 1
-        at.ah_attr.port_num = 1
-        at.ah_attr.dlid = a.lid
-        try b.modify(qb, &at, [IBV_QP_STATE, IBV_QP_AV, IBV_QP_PATH_MTU, IBV_QP_DEST_QPN, IBV_QP_RQ_PSN,
-                               IBV_QP_MAX_DEST_RD_ATOMIC, IBV_QP_MIN_RNR_TIMER])
+        try toRTR(b, qb, to: qa, of: a)
         try a.connect(qa, to: qb, of: b, access: rw, retryCount: 2, timeout: 10)
         abuf.fill(0, 64, seed: 7)
         try a.postSend(qa, id: 1, IBV_WR_RDMA_WRITE, [sge(abuf.base, 64, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
         XCTAssertEqual(a.poll(1, seconds: 20).first?.status, IBV_WC_SUCCESS, "a WRITE to a QP at RTR lands")
         XCTAssertEqual(bbuf.bytes(0, 64), abuf.bytes(0, 64))
         // RTR -> RTS without remote write.
-        at = ibv_qp_attr()
+        var at = ibv_qp_attr()
         at.qp_state = IBV_QPS_RTS
         at.timeout = 14
         at.retry_cnt = 7
@@ -496,5 +482,56 @@ final class VerbsClusterNetnsTests: XCTestCase {
         XCTAssert(bbuf.bytes(0, 4096) == before, "the WRITE after the narrowing changed nothing")
         XCTAssertTrue(outer[1].auditRecords().contains { ($0["event"] as? String) == "datapath" && ($0["rule"] as? String) == "qp.access" },
                       "B's NIC refused it for the QP's access flags")
+    }
+
+    /// `qp` of `e` to INIT (with `rw`) and RTR towards `remote`, and no further.
+    func toRTR(_ e: VerbsEndpoint, _ qp: UnsafeMutablePointer<ibv_qp>, to remote: UnsafeMutablePointer<ibv_qp>, of peer: VerbsEndpoint) throws {
+        var at = ibv_qp_attr()
+        at.qp_state = IBV_QPS_INIT
+        at.port_num = 1
+        at.qp_access_flags = rw.rawValue
+        try e.modify(qp, &at, [IBV_QP_STATE, IBV_QP_PKEY_INDEX, IBV_QP_PORT, IBV_QP_ACCESS_FLAGS])
+        at = ibv_qp_attr()
+        at.qp_state = IBV_QPS_RTR
+        at.path_mtu = IBV_MTU_4096
+        at.dest_qp_num = remote.pointee.qp_num
+        at.max_dest_rd_atomic = 1
+        at.min_rnr_timer = 1
+        at.ah_attr.port_num = 1
+        at.ah_attr.dlid = peer.lid
+        try e.modify(qp, &at, [IBV_QP_STATE, IBV_QP_AV, IBV_QP_PATH_MTU, IBV_QP_DEST_QPN, IBV_QP_RQ_PSN,
+                               IBV_QP_MAX_DEST_RD_ATOMIC, IBV_QP_MIN_RNR_TIMER])
+    }
+
+    /// B's tenant keeps its QP at RTR (a target only). A reload at B that
+    /// takes READ away from the connection cannot narrow a device QP at
+    /// RTR, so B fails the connection rather than leave its NIC serving
+    /// READs with the key A's router holds.
+    func testAReloadNarrowingAccessWhileTheDeviceQPIsAtRTRFailsTheConnection() throws {
+        let (a, b) = try endpoints()
+        let abuf = TestBuffer(pages: 1), bbuf = TestBuffer(pages: 1)
+        let amr = try a.register(abuf.base, 4096, rw), bmr = try b.register(bbuf.base, 4096, rw)
+        let qa = try a.createQP(), qb = try b.createQP()
+        try toRTR(b, qb, to: qa, of: a)
+        try a.connect(qa, to: qb, of: b, access: rw, retryCount: 2, timeout: 10)
+        bbuf.fill(0, 64, seed: 12)
+        try a.postSend(qa, id: 1, IBV_WR_RDMA_READ, [sge(abuf.base, 64, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        XCTAssertEqual(a.poll(1, seconds: 20).first?.status, IBV_WC_SUCCESS, "a READ from a QP at RTR")
+        XCTAssertEqual(abuf.bytes(0, 64), bbuf.bytes(0, 64))
+        let all = "[send, sendWithImm, write, writeWithImm, read, compareSwap, fetchAdd]"
+        let noRead = RouterProcess.permissive("alpha").replacingOccurrences(
+            of: "    - tenant: alpha\n      operations: \(all)", with: "    - tenant: alpha\n      operations: [write]")
+        XCTAssertNotEqual(noRead, RouterProcess.permissive("alpha"))
+        try inner[1].writePolicy("alpha", noRead)
+        inner[1].reload()
+        XCTAssertEqual(b.state(qb), IBV_QPS_ERR, "B's QP failed")
+        XCTAssertTrue(inner[1].auditRecords().contains {
+            ($0["event"] as? String) == "policy.enforce" && ($0["reason"] as? String ?? "").contains("while its device QP is at RTR")
+        }, "audited with the reason")
+        bbuf.fill(0, 64, seed: 13)
+        let before = abuf.bytes(0, 4096)
+        try a.postSend(qa, id: 2, IBV_WR_RDMA_READ, [sge(abuf.base, 64, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        XCTAssertNotEqual(a.poll(1, seconds: 20).first?.status, IBV_WC_SUCCESS, "no READ after the reload")
+        XCTAssert(abuf.bytes(0, 4096) == before, "nothing was read")
     }
 }
