@@ -496,8 +496,7 @@ extension Router {
             sluice_store_release(&qp.shared.pointee.sq.cons, qp.sqCons)
             sluice_store_release(&qp.shared.pointee.rq.cons, qp.rqCons)
         case .error:
-            qp.remote?.inFlight = nil
-            qp.remote?.arrived = nil
+            qp.remote?.resetRequester()
             if qp.stall?.kind == .throttled { qp.shaper.abandonWait(now: Sys.monotonicNanos()) }
             qp.stall = nil
             qp.held = nil

@@ -21,77 +21,109 @@ final class RemotePeer {
     /// The remote QP's tenant, as its router reported it.
     var tenant: String?
 
-    // Requester side: one request in flight at a time (order per QP).
+    // Requester side: up to `maxWindow` requests in flight, completed in
+    // the order of the send queue. They stay in the tenant's ring until they
+    // complete (the queue's depth still bounds what is outstanding); the
+    // first is the queue's head.
     var nextID: UInt64
-    /// The id of the head request: taken when it is first sent and kept
-    /// across retransmissions and RNR retries until it completes or fails,
-    /// so the target can tell a retry of a request it ran from a new one.
-    var headID: UInt64?
-    var inFlight: InFlight?
-    /// A response that arrived, for `executeRemote` to finish the request with.
-    var arrived: RemoteResponse?
+    struct Sent {
+        var id: UInt64
+        var wqe: sluice_send_wqe
+        var wcOpcode: UInt32
+        var total: UInt64
+        var frame: [UInt8]
+        /// The target's answer, once it came (completed in order).
+        var response: RemoteResponse?
+    }
+    var window: [Sent] = []
+    /// When the oldest unanswered request is sent again (with everything
+    /// after it: go-back-N), and how many more times (-1: forever).
+    var deadline: UInt64 = 0
+    var retriesLeft = -1
     /// RNR retries left for the head request (nil: not counting yet).
     var rnrLeft: Int?
+    /// After an RNR answer: when the window is sent again from its head
+    /// (the target ran nothing after the refused request).
+    var resendAt: UInt64?
 
-    struct InFlight {
-        var id: UInt64
-        var deadline: UInt64
-        var retriesLeft: Int // -1: infinite
-        var frame: [UInt8]
+    /// Requests one QP may have in flight to another host.
+    static let maxWindow = 16
+
+    /// Requester: forget what is in flight (the QP failed or was reset).
+    func resetRequester() {
+        window.removeAll()
+        rnrLeft = nil
+        resendAt = nil
     }
 
-    // Target side: the newest request run (an RNR answer runs nothing),
-    // and its answer unless it was a READ. A retransmission of it is
-    // answered from the cache (a READ is read again); an older id is a
-    // stale copy and is dropped: a SEND or an atomic never runs twice.
-    var lastExecuted: UInt64?
-    var lastResponse: [UInt8]?
-
-    /// How far behind the newest executed id an id still counts as a stale
-    /// copy. Ids go up by one per request from a random start in 2^63, so a
-    /// real duplicate is always close behind; an id far away is a requester
-    /// that reset its QP and started again.
-    static let staleWindow: UInt64 = 1 << 32
-
-    enum Arrival: Equatable {
-        /// Not run before: run it.
-        case run
-        /// The newest request run, retransmitted: answer it again.
-        case answer([UInt8])
-        /// Older than the newest request run: a stale copy, drop it.
-        case stale
-    }
-
-    /// Requester: the id of the head request (a new one only once the
-    /// previous head completed or failed).
-    func idForHead() -> UInt64 {
-        if let id = headID { return id }
+    /// Requester: an id for the next request.
+    func takeID() -> UInt64 {
         let id = nextID
         nextID &+= 1
-        headID = id
         return id
     }
 
-    /// Requester: the head request completed or failed.
-    func headDone() {
-        headID = nil
-        rnrLeft = nil
-        inFlight = nil
+    // Target side: requests run strictly in id order. `expected` is the
+    // next id to run; a request after a gap (one refused with RNR, or
+    // lost) is dropped until the requester sends again from the gap; the
+    // last `maxWindow` answers are kept for retransmissions (a READ's is
+    // not: it is read again); after an error answer nothing newer runs.
+    var expected: UInt64?
+    var answers: [(id: UInt64, response: [UInt8]?)] = []
+    var halted = false
+
+    /// How far from `expected` an id still belongs to this connection. Ids
+    /// go up by one per request from a random start in 2^63, so a real
+    /// retransmission or gap is always close; an id far away is a
+    /// requester that reset its QP and started again.
+    static let staleWindow: UInt64 = 1 << 32
+
+    enum Arrival: Equatable {
+        /// The next request in order (or the first of a connection): run it.
+        case run
+        /// Ran before and still cached: answer it again.
+        case answer([UInt8])
+        /// A READ that ran before: read it again (nothing changes).
+        case rerun
+        /// Already run and forgotten, after a gap, or after an error: drop it.
+        case stale
     }
 
     /// Target: what to do with a request carrying `id`.
     func arrival(of id: UInt64) -> Arrival {
-        guard let last = lastExecuted else { return .run }
-        if id == last { return lastResponse.map { .answer($0) } ?? .run }
-        let behind = last &- id
-        return behind <= RemotePeer.staleWindow ? .stale : .run
+        guard let e = expected else { return .run }
+        if id == e { return halted ? .stale : .run }
+        let behind = e &- id
+        if behind <= RemotePeer.staleWindow {
+            guard let a = answers.last(where: { $0.id == id }) else { return .stale }
+            return a.response.map { .answer($0) } ?? .rerun
+        }
+        return id &- e <= RemotePeer.staleWindow ? .stale : .run
     }
 
-    /// Target: request `id` ran (with any answer but RNR); `response` is
-    /// what a retransmission gets (nil for a READ, which is read again).
-    func executed(_ id: UInt64, response: [UInt8]?) {
-        lastExecuted = id
-        lastResponse = response
+    /// Target: request `id` (which `arrival` said to run) ran; `response`
+    /// is what a retransmission gets (nil for a READ); `failed`: it was
+    /// answered with an error, after which nothing newer runs.
+    func executed(_ id: UInt64, response: [UInt8]?, failed: Bool) {
+        if id != expected { startOver() }
+        expected = id &+ 1
+        answers.append((id, response))
+        if answers.count > RemotePeer.maxWindow { answers.removeFirst() }
+        if failed { halted = true }
+    }
+
+    /// Target: request `id` found no receive (RNR); it runs nothing, and
+    /// requests after it wait for it.
+    func notReady(_ id: UInt64) {
+        if id != expected {
+            startOver()
+            expected = id
+        }
+    }
+
+    private func startOver() {
+        answers.removeAll()
+        halted = false
     }
 
     init(router: String, qpn: UInt32, lid: UInt16, ipv4: UInt32) {
@@ -174,48 +206,41 @@ extension Router {
 
     // MARK: requester
 
-    /// Runs the head request of a QP connected to another router: sends it,
-    /// waits for its response (retransmitting after the QP's timeout, up to
-    /// retry_cnt), then completes it. Called by the fabric with the request
-    /// already validated locally (lkeys, lengths) and charged to the shaper.
-    func executeRemote(_ qp: QueuePair, _ w: sluice_send_wqe, _ wcOpcode: UInt32, total: UInt64,
-                       gather src: [(UnsafeRawPointer, Int)], enforcement: Bool, now: UInt64) -> SoftwareFabric.Outcome {
-        guard let c = cluster, let r = qp.remote else {
-            return failRemote(qp, w, UInt32(SLUICE_WC_RETRY_EXC_ERR), wcOpcode, "fabric", "this router is no longer in a cluster")
-        }
-        if let resp = r.arrived {
-            r.arrived = nil
-            return finish(qp, r, w, wcOpcode, total: total, resp, now: now)
-        }
-        let interval = qp.attrs.timeout == 0 ? 100_000_000 : max(1_000_000, UInt64(4096) << UInt64(qp.attrs.timeout))
-        if var f = r.inFlight {
-            if now < f.deadline { return .wait(Stall(kind: .peerNotReady, retryAt: f.deadline, retriesLeft: -1)) }
-            if f.retriesLeft == 0 {
-                r.inFlight = nil
-                return failRemote(qp, w, UInt32(SLUICE_WC_RETRY_EXC_ERR), wcOpcode, "retry.transport",
-                                  "no response from router \(r.router) for QP 0x\(String(r.qpn, radix: 16)): retries exhausted")
-            }
-            // A retransmission waits for a backlogged link like a first
-            // send, without spending a retry: the request was not lost,
-            // it has not left yet (or the link is full of other QPs' data).
-            if let queued = c.node.queuedBytes(to: r.router), queued + f.frame.count > Router.linkBacklogLimit {
-                return .wait(Stall(kind: .peerNotReady, retryAt: now &+ 200_000, retriesLeft: -1))
-            }
-            // Retransmit (the target answers a duplicate from its cache).
-            if f.retriesLeft > 0 { f.retriesLeft -= 1 }
-            f.deadline = now &+ interval
-            r.inFlight = f
-            c.node.send(to: r.router, LinkFrame.Frame(.data, stream: r.qpn, body: f.frame))
-            return .wait(Stall(kind: .peerNotReady, retryAt: f.deadline, retriesLeft: -1))
-        }
+    /// The retransmission interval of a QP's requests to another host: the
+    /// QP's timeout (4.096 us << timeout), at least 1 ms; timeout 0 means
+    /// forever in InfiniBand, retried every 100 ms here.
+    static func remoteInterval(_ qp: QueuePair) -> UInt64 {
+        qp.attrs.timeout == 0 ? 100_000_000 : max(1_000_000, UInt64(4096) << UInt64(qp.attrs.timeout))
+    }
+
+    /// Whether the link to `router` has room for `bytes` more now (else a
+    /// request waits, as behind a full send queue, so one busy host pair
+    /// cannot grow the link's buffer without bound).
+    func linkHasRoom(_ c: ClusterAgent, to router: String, bytes: Int) -> Bool {
+        guard let queued = c.node.queuedBytes(to: router) else { return true }
+        return queued + bytes <= Router.linkBacklogLimit
+    }
+
+    /// The checks of a request to another host this router makes itself
+    /// (the target makes its own): the operation and the message size. Nil
+    /// when they pass; else the completion status, rule and reason.
+    func checkRemoteRequest(_ qp: QueuePair, _ w: sluice_send_wqe, total: UInt64, enforcement: Bool) -> (UInt32, String, String)? {
         guard qp.allowedOperations.allowsWireOpcode(w.opcode) || !enforcement || uncheckedSender else {
-            return failRemote(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, "operations",
-                              "\(qp.session.tenant)'s operations do not include opcode \(w.opcode)")
+            return (UInt32(SLUICE_WC_LOC_QP_OP_ERR), "operations", "\(qp.session.tenant)'s operations do not include opcode \(w.opcode)")
         }
         guard total <= UInt64(maxRemoteMessage) else {
-            return failRemote(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, "length",
-                              "a message of \(total) bytes to another host is above the fabric's \(maxRemoteMessage)")
+            return (UInt32(SLUICE_WC_LOC_LEN_ERR), "length", "a message of \(total) bytes to another host is above the fabric's \(maxRemoteMessage)")
         }
+        return nil
+    }
+
+    /// Sends a checked, shaped request of `qp` to the QP on another router
+    /// and adds it to the QP's window; its completion comes with the
+    /// answer. With no link up yet, the frame waits (bounded) for the link
+    /// this starts; if it cannot be queued or the link fails it is lost, as
+    /// on a fabric, and the retransmission timer sends it again.
+    func sendRemote(_ qp: QueuePair, _ r: RemotePeer, _ c: ClusterAgent, _ w: sluice_send_wqe, _ wcOpcode: UInt32,
+                    total: UInt64, gather src: [(UnsafeRawPointer, Int)], now: UInt64) {
         let carries = w.opcode == UInt32(SLUICE_WR_SEND) || w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM)
             || w.opcode == UInt32(SLUICE_WR_RDMA_WRITE) || w.opcode == UInt32(SLUICE_WR_RDMA_WRITE_WITH_IMM)
         var payload: [UInt8] = []
@@ -223,44 +248,54 @@ extension Router {
             payload.reserveCapacity(Int(total))
             for (p, n) in src { payload += UnsafeRawBufferPointer(start: p, count: n) }
         }
-        // The same id as any earlier attempt of this request (an RNR retry),
-        // so a copy of it that ran at the target meanwhile is not run again.
-        let id = r.idForHead()
         let me = claimedSender(qp.session)
+        let id = r.takeID()
         let req = RemoteRequest(opcode: w.opcode, solicited: w.send_flags & UInt32(SLUICE_SEND_SOLICITED) != 0,
                                 sourceQPN: qp.qpn, sourceLID: me.lid, sourceIPv4: me.ipv4, id: id,
                                 rkey: w.rkey, remoteAddress: w.remote_addr, compareAdd: w.compare_add, swap: w.swap,
                                 immediate: w.imm_data, length: UInt32(total), tenant: me.tenant, payload: payload)
         let frame = req.encode()
-        // Backpressure: while the link holds a lot unsent, the request
-        // waits its turn (as behind a full send queue), so one busy host
-        // pair cannot grow the link's buffer without bound.
-        if let queued = c.node.queuedBytes(to: r.router), queued + frame.count > Router.linkBacklogLimit {
-            return .wait(Stall(kind: .peerNotReady, retryAt: now &+ 200_000, retriesLeft: -1))
+        if r.window.allSatisfy({ $0.response != nil }) {
+            // Nothing else unanswered: this request's timer starts now.
+            r.deadline = now &+ Router.remoteInterval(qp)
+            r.retriesLeft = qp.attrs.timeout == 0 ? -1 : Int(qp.attrs.retryCount)
         }
-        let deadline = now &+ interval
-        r.inFlight = RemotePeer.InFlight(id: id, deadline: deadline,
-                                         retriesLeft: qp.attrs.timeout == 0 ? -1 : Int(qp.attrs.retryCount), frame: frame)
-        // With no link up yet, the frame waits (bounded) for the link this
-        // starts; if it cannot be queued or the link fails, it is lost, as
-        // on a fabric, and the retry timer resends it.
+        r.window.append(RemotePeer.Sent(id: id, wqe: w, wcOpcode: wcOpcode, total: total, frame: frame))
         c.node.send(to: r.router, LinkFrame.Frame(.data, stream: r.qpn, body: frame))
-        return .wait(Stall(kind: .peerNotReady, retryAt: deadline, retriesLeft: -1))
     }
 
-    /// Completes the head request with the target's answer.
-    private func finish(_ qp: QueuePair, _ r: RemotePeer, _ w: sluice_send_wqe, _ wcOpcode: UInt32, total: UInt64,
-                        _ resp: RemoteResponse, now: UInt64) -> SoftwareFabric.Outcome {
+    /// Sends the unanswered requests of the window again, in order (the
+    /// target answers what it ran from its cache and runs the rest).
+    func resendRemote(_ qp: QueuePair, _ r: RemotePeer, _ c: ClusterAgent, now: UInt64) {
+        for s in r.window where s.response == nil {
+            c.node.send(to: r.router, LinkFrame.Frame(.data, stream: r.qpn, body: s.frame))
+        }
+        r.deadline = now &+ Router.remoteInterval(qp)
+    }
+
+    enum RemoteFinish {
+        case completed
+        /// An error completion was written; the QP goes to ERR.
+        case failed
+        /// Receiver not ready: send the window again after this many ns.
+        case notReady(UInt64)
+    }
+
+    /// Completes the head request of the window with the target's answer.
+    /// The caller checked the send CQ has room.
+    func finishRemote(_ qp: QueuePair, _ r: RemotePeer, _ sent: RemotePeer.Sent, _ resp: RemoteResponse, now: UInt64) -> RemoteFinish {
+        let w = sent.wqe, wcOpcode = sent.wcOpcode, total = sent.total
         r.tenant = resp.tenant
         switch resp.status {
         case .ok:
-            r.headDone()
+            r.rnrLeft = nil
             let isRead = w.opcode == UInt32(SLUICE_WR_RDMA_READ)
             let isAtomic = w.opcode == UInt32(SLUICE_WR_ATOMIC_CMP_AND_SWP) || w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
             if isRead || isAtomic {
                 guard UInt64(resp.payload.count) == total else {
-                    return failRemote(qp, w, 7 /* IBV_WC_BAD_RESP_ERR; SLUICE_WC_* are IBV_WC_* */, wcOpcode, "fabric",
-                                      "router \(r.router) answered \(resp.payload.count) bytes for \(total)")
+                    failRemote(qp, w, 7 /* IBV_WC_BAD_RESP_ERR; SLUICE_WC_* are IBV_WC_* */, wcOpcode, "fabric",
+                               "router \(r.router) answered \(resp.payload.count) bytes for \(total)")
+                    return .failed
                 }
                 // The local buffers again: a region deregistered meanwhile is gone.
                 var off = 0
@@ -269,11 +304,12 @@ extension Router {
                     if sge.length == 0 { continue }
                     guard let mr = qp.session.lkeys[sge.lkey], mr.pd === qp.pd, mr.writable,
                           let p = mr.local(sge.addr, UInt64(sge.length)) else {
-                        return failRemote(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, "lkey",
-                                          "lkey 0x\(String(sge.lkey, radix: 16)) no longer covers its buffer")
+                        failRemote(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, "lkey",
+                                   "lkey 0x\(String(sge.lkey, radix: 16)) no longer covers its buffer")
+                        return .failed
                     }
                     let n = min(Int(sge.length), resp.payload.count - off)
-                    resp.payload.withUnsafeBytes { memmove(p, $0.baseAddress! + off, n) }
+                    _ = resp.payload.withUnsafeBytes { memmove(p, $0.baseAddress! + off, n) }
                     off += n
                 }
             }
@@ -288,36 +324,39 @@ extension Router {
                 c.qp_num = qp.qpn
                 qp.sendCQ.push(c, solicited: false)
             }
+            qp.session.allows &+= 1
             return .completed
         case .receiverNotReady:
             let budget = qp.attrs.rnrRetry == 7 ? -1 : Int(qp.attrs.rnrRetry)
             let left = r.rnrLeft ?? budget
             if left == 0 {
                 r.rnrLeft = nil
-                return failRemote(qp, w, UInt32(SLUICE_WC_RNR_RETRY_EXC_ERR), wcOpcode, "retry.rnr",
-                                  "receiver not ready: RNR retries exhausted")
+                failRemote(qp, w, UInt32(SLUICE_WC_RNR_RETRY_EXC_ERR), wcOpcode, "retry.rnr", "receiver not ready: RNR retries exhausted")
+                return .failed
             }
             r.rnrLeft = left < 0 ? -1 : left - 1
-            return .wait(Stall(kind: .receiverNotReady, retryAt: now &+ SoftwareFabric.rnrDelayNanos(resp.rnrDelayCode), retriesLeft: -1))
+            return .notReady(SoftwareFabric.rnrDelayNanos(resp.rnrDelayCode))
         case .remoteAccessError:
-            let outcome = failRemote(qp, w, UInt32(SLUICE_WC_REM_ACCESS_ERR), wcOpcode, "rkey",
-                                     "router \(r.router) refused the remote access (key, bounds or access)")
+            failRemote(qp, w, UInt32(SLUICE_WC_REM_ACCESS_ERR), wcOpcode, "rkey",
+                       "router \(r.router) refused the remote access (key, bounds or access)")
             noteRemoteAccessFault(qp, now: now)
-            return outcome
+            return .failed
         case .remoteInvalidRequest:
-            return failRemote(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, "fabric.target",
-                              "router \(r.router) refused the request as invalid")
+            failRemote(qp, w, UInt32(SLUICE_WC_REM_INV_REQ_ERR), wcOpcode, "fabric.target",
+                       "router \(r.router) refused the request as invalid")
+            return .failed
         case .remoteOperationError:
-            return failRemote(qp, w, UInt32(SLUICE_WC_REM_OP_ERR), wcOpcode, "fabric.target",
-                              "the remote QP failed the request")
+            failRemote(qp, w, UInt32(SLUICE_WC_REM_OP_ERR), wcOpcode, "fabric.target", "the remote QP failed the request")
+            return .failed
         }
     }
 
-    /// An error completion for the head request (the fabric moves the QP to ERR).
-    private func failRemote(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32,
-                            _ rule: String, _ reason: String) -> SoftwareFabric.Outcome {
+    /// An error completion for the head request (the caller moves the QP
+    /// to ERR, which flushes what was posted after it).
+    func failRemote(_ qp: QueuePair, _ w: sluice_send_wqe, _ status: UInt32, _ opcode: UInt32,
+                    _ rule: String, _ reason: String) {
         denyDataPath(qp, reason, rule: rule)
-        qp.remote?.headDone()
+        qp.remote?.resetRequester()
         qp.consumeSend()
         var c = sluice_cqe()
         c.wr_id = w.wr_id
@@ -325,7 +364,6 @@ extension Router {
         c.opcode = opcode
         c.qp_num = qp.qpn
         qp.sendCQ.push(c, solicited: false)
-        return .failed
     }
 
     // MARK: frames from other routers
@@ -345,15 +383,16 @@ extension Router {
     }
 
     private func takeRemoteResponse(from router: String, qpn: UInt32, _ resp: RemoteResponse) {
-        // Only the answer to the request in flight, from the router and QP
+        // Only answers to requests in the window, from the router and QP
         // this QP is connected to; anything else is stale and dropped.
         guard let qp = qpsByNumber[qpn], !qp.destroyed, qp.state == .rts, let r = qp.remote, r.router == router,
-              r.qpn == resp.sourceQPN, let f = r.inFlight, f.id == resp.id, qp.held != nil else { return }
-        r.inFlight = nil
-        r.arrived = resp
-        // The fabric finishes it on its next visit (which also checks CQ room).
-        qp.stall = Stall(kind: .peerNotReady, retryAt: 0, retriesLeft: -1)
-        fabric.activate(qp)
+              r.qpn == resp.sourceQPN, let i = r.window.firstIndex(where: { $0.id == resp.id }), r.window[i].response == nil else { return }
+        r.window[i].response = resp
+        // The fabric completes it on its next visit (in order, with CQ room).
+        if i == 0 || r.window[..<i].allSatisfy({ $0.response != nil }) {
+            qp.stall = Stall(kind: .peerNotReady, retryAt: 0, retriesLeft: -1)
+            fabric.activate(qp)
+        }
     }
 
     /// What the target can check of the sender's claims with its own
@@ -422,15 +461,17 @@ extension Router {
             }
             return
         }
-        switch r.arrival(of: req.id) {
+        let arrival = r.arrival(of: req.id)
+        switch arrival {
         case .answer(let cached):
             c.node.send(to: router, LinkFrame.Frame(.data, stream: req.sourceQPN, body: cached))
             return
         case .stale:
-            // The requester has moved past it (one request in flight per
-            // QP): it wants no answer, and running it would run it twice.
+            // Run and forgotten (the requester has its answer), after a
+            // gap (the requester sends again from the gap), or after an
+            // error: running it would run it twice or out of order.
             return
-        case .run:
+        case .run, .rerun:
             break
         }
         // Inbound work runs now, on the frame's arrival, not in the lane's
@@ -442,12 +483,17 @@ extension Router {
         let resp = RemoteResponse(status: status, rnrDelayCode: qp.attrs.minRNRTimer, sourceQPN: qp.qpn, id: req.id,
                                   tenant: qp.session.tenant, payload: payload).encode()
         defer { chargeInbound(qp, since: started, bytes: UInt64(req.length)) }
-        // An RNR answer ran nothing: the cache keeps the last request that
-        // ran (the requester retries with the same id). A READ may run again
-        // (RC allows it, nothing changes), so its possibly large answer is
-        // not kept; anything else is answered from the cache if retransmitted.
-        if status != .receiverNotReady {
-            r.executed(req.id, response: req.opcode == UInt32(SLUICE_WR_RDMA_READ) ? nil : resp)
+        // An RNR answer ran nothing: requests after it are dropped until the
+        // requester sends again from it, with the same ids. A READ may run
+        // again (RC allows it, nothing changes), so its possibly large answer
+        // is not kept; anything else is answered from the cache if
+        // retransmitted. A READ run again changes nothing here.
+        if arrival == .run {
+            if status == .receiverNotReady {
+                r.notReady(req.id)
+            } else {
+                r.executed(req.id, response: req.opcode == UInt32(SLUICE_WR_RDMA_READ) ? nil : resp, failed: status != .ok)
+            }
         }
         c.node.send(to: router, LinkFrame.Frame(.data, stream: req.sourceQPN, body: resp))
     }

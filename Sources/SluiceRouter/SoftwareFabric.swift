@@ -428,6 +428,7 @@ final class SoftwareFabric {
     }
 
     private func processSends(_ qp: QueuePair, _ lane: TenantLane, budget: Int, now: UInt64, router: Router) -> Bool {
+        if device == nil, let r = qp.remote { return processRemoteSends(qp, r, lane, budget: budget, now: now, router: router) }
         var did = false
         for k in 0..<budget {
             if lane.credit.exhausted {
@@ -477,38 +478,176 @@ final class SoftwareFabric {
         return did
     }
 
+    /// The send queue of a QP connected to a QP on another router (software
+    /// fabric): up to `RemotePeer.maxWindow` requests in flight, completed
+    /// in order as their answers come. Requests stay in the tenant's ring
+    /// until they complete; the window is its first entries. A request that
+    /// fails a local check while others are in flight waits until they
+    /// complete, so its error completion keeps the order. An RNR answer or
+    /// a timeout sends the unanswered requests again, in order, with their
+    /// ids (the target runs requests strictly in id order and answers
+    /// repeats from its cache).
+    private func processRemoteSends(_ qp: QueuePair, _ r: RemotePeer, _ lane: TenantLane, budget: Int, now: UInt64,
+                                    router: Router) -> Bool {
+        guard let c = router.cluster else {
+            if let head = r.window.first {
+                router.failRemote(qp, head.wqe, UInt32(SLUICE_WC_RETRY_EXC_ERR), head.wcOpcode, "fabric", "this router is no longer in a cluster")
+                router.enter(qp, .error)
+                return true
+            }
+            return false
+        }
+        var did = false
+        var throttledUntil: UInt64?
+        var backlogUntil: UInt64?
+        var cqFull = false
+        // 1. Answers, in order.
+        while let head = r.window.first, let resp = head.response {
+            guard qp.sendCQ.room >= 1 else { cqFull = true; break }
+            let outcome = router.finishRemote(qp, r, head, resp, now: now)
+            lane.credit.charge(CycleClock.now(), cap: visitCapTicks)
+            did = true
+            switch outcome {
+            case .completed:
+                r.window.removeFirst()
+                if r.window.first?.response == nil, !r.window.isEmpty {
+                    // The next unanswered request's timer counts from here.
+                    r.deadline = now &+ Router.remoteInterval(qp)
+                    r.retriesLeft = qp.attrs.timeout == 0 ? -1 : Int(qp.attrs.retryCount)
+                }
+            case .failed:
+                router.enter(qp, .error)
+                return true
+            case .notReady(let delay):
+                // The target ran nothing from the refused request on.
+                for i in r.window.indices { r.window[i].response = nil }
+                r.resendAt = now &+ delay
+            }
+            if r.resendAt != nil { break }
+        }
+        // 2. Timers: after an RNR delay, or the oldest unanswered timing out.
+        if let t = r.resendAt {
+            if now >= t, router.linkHasRoom(c, to: r.router, bytes: r.window.reduce(0) { $0 + $1.frame.count }) {
+                r.resendAt = nil
+                router.resendRemote(qp, r, c, now: now)
+                did = true
+            }
+        } else if let head = r.window.first, head.response == nil, now >= r.deadline {
+            // (While answered requests wait for CQ room, the timer waits
+            // too: they complete first, and restart it.)
+            if r.retriesLeft == 0 {
+                guard qp.sendCQ.room >= 1 else {
+                    qp.stall = Stall(kind: .completionQueueFull, retryAt: now &+ 50_000, retriesLeft: -1)
+                    return did
+                }
+                router.failRemote(qp, head.wqe, UInt32(SLUICE_WC_RETRY_EXC_ERR), head.wcOpcode, "retry.transport",
+                                  "no response from router \(r.router) for QP 0x\(String(r.qpn, radix: 16)): retries exhausted")
+                router.enter(qp, .error)
+                return true
+            }
+            if router.linkHasRoom(c, to: r.router, bytes: head.frame.count) {
+                if r.retriesLeft > 0 { r.retriesLeft -= 1 }
+                router.resendRemote(qp, r, c, now: now)
+                did = true
+            } else {
+                // Not lost: it has not left yet (a backlogged link); no retry spent.
+                r.deadline = now &+ 200_000
+            }
+        }
+        // 3. New requests, while the window has room.
+        let limit = min(RemotePeer.maxWindow, Int(qp.sqCapacity))
+        var sent = 0
+        while sent < budget, r.resendAt == nil, !cqFull, r.window.count < limit, !lane.credit.exhausted {
+            guard let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) else {
+                router.denyDataPath(qp, "send queue producer index is corrupt; QP moved to ERR", rule: "ring")
+                router.enter(qp, .error)
+                return true
+            }
+            if n <= UInt32(r.window.count) { break }
+            let w = qp.copySendWQE(qp.sqCons &+ UInt32(r.window.count))
+            // A local failure completes in order: at once if nothing is in
+            // flight (it is the head), else once the window has drained.
+            var failure: LocalFailure?
+            var total: UInt64 = 0
+            let wcOpcode = SoftwareFabric.completionOpcode(w.opcode)
+            if wcOpcode == nil {
+                failure = LocalFailure(status: UInt32(SLUICE_WC_LOC_QP_OP_ERR), rule: "opcode", reason: "opcode \(w.opcode) is not supported")
+            } else {
+                switch gatherLocal(qp, w) {
+                case .failure(let f): failure = f
+                case .success(let t):
+                    total = t
+                    if let (st, rule, reason) = router.checkRemoteRequest(qp, w, total: t, enforcement: enforcement) {
+                        failure = LocalFailure(status: st, rule: rule, reason: reason)
+                    }
+                }
+            }
+            if let f = failure {
+                if !r.window.isEmpty { break }
+                guard qp.sendCQ.room >= 1 else { cqFull = true; break }
+                _ = fail(qp, w, f.status, wcOpcode ?? 0, router, f.rule, f.reason)
+                router.enter(qp, .error)
+                return true
+            }
+            if !router.linkHasRoom(c, to: r.router, bytes: Int(total) + 256) {
+                // The link is backlogged: the request waits its turn.
+                backlogUntil = now &+ 200_000
+                break
+            }
+            // Shaping: charged once, right before the request leaves.
+            if enforcement {
+                let wait = qp.shaper.admit(bytes: total, now: now)
+                if wait > 0 {
+                    throttledUntil = Sys.saturatingAdd(now, wait)
+                    break
+                }
+                lane.bytesMoved &+= total
+                lane.requests &+= 1
+            }
+            router.sendRemote(qp, r, c, w, wcOpcode!, total: total, gather: src, now: now)
+            lane.credit.charge(CycleClock.now(), cap: Sys.saturatingAdd(UInt64(visitCapTicks), total &* clock.perMicrosecond / 1_000).clampedTicks)
+            sent += 1
+            did = true
+        }
+        // When to look again without an event: the oldest request's timer,
+        // the RNR delay, the shaper, or room in the CQ.
+        var wake: [UInt64] = []
+        if let t = r.resendAt { wake.append(t) } else if r.window.contains(where: { $0.response == nil }) { wake.append(r.deadline) }
+        if let t = throttledUntil { wake.append(t) }
+        if cqFull { wake.append(now &+ 50_000) }
+        if let t = backlogUntil { wake.append(t) }
+        if let t = wake.min() {
+            qp.stall = Stall(kind: t == throttledUntil ? .throttled : .peerNotReady, retryAt: t, retriesLeft: -1)
+        } else {
+            qp.stall = nil
+        }
+        return did
+    }
+
     // MARK: executing one request
 
-    private func execute(_ qp: QueuePair, _ w: sluice_send_wqe, now: UInt64, router: Router) -> Outcome {
-        // Every outcome writes at most one completion to the send CQ.
-        guard qp.sendCQ.room >= 1 else { return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1)) }
-        let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
-        let wcOpcode: UInt32
-        switch Int(w.opcode) {
-        case Int(SLUICE_WR_SEND), Int(SLUICE_WR_SEND_WITH_IMM): wcOpcode = UInt32(SLUICE_WC_OP_SEND)
-        case Int(SLUICE_WR_RDMA_WRITE), Int(SLUICE_WR_RDMA_WRITE_WITH_IMM): wcOpcode = UInt32(SLUICE_WC_OP_RDMA_WRITE)
-        case Int(SLUICE_WR_RDMA_READ): wcOpcode = UInt32(SLUICE_WC_OP_RDMA_READ)
-        case Int(SLUICE_WR_ATOMIC_CMP_AND_SWP): wcOpcode = UInt32(SLUICE_WC_OP_COMP_SWAP)
-        case Int(SLUICE_WR_ATOMIC_FETCH_AND_ADD): wcOpcode = UInt32(SLUICE_WC_OP_FETCH_ADD)
-        default:
-            return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), 0, router, "opcode", "opcode \(w.opcode) is not supported")
-        }
-        let isAtomic = w.opcode == UInt32(SLUICE_WR_ATOMIC_CMP_AND_SWP) || w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
-        // READ and atomics bring data back into the local buffers.
-        let isRead = w.opcode == UInt32(SLUICE_WR_RDMA_READ) || isAtomic
-        let isSend = w.opcode == UInt32(SLUICE_WR_SEND) || w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM)
-        let withImm = w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM) || w.opcode == UInt32(SLUICE_WR_RDMA_WRITE_WITH_IMM)
+    struct LocalFailure: Error {
+        var status: UInt32
+        var rule: String
+        var reason: String
+    }
 
-        // Local side: inline bytes or gather/scatter list, all in the QP's own PD.
+    /// The local side of a request: inline bytes or its gather/scatter
+    /// list, all in the QP's own PD, into the scratch lists (`src` for
+    /// what is sent, `dst` for what READ and atomics bring back,
+    /// `realLocal` for the device). Returns the message length, or why the
+    /// request fails locally (nothing is written or consumed).
+    private func gatherLocal(_ qp: QueuePair, _ w: sluice_send_wqe) -> Result<UInt64, LocalFailure> {
+        let isAtomic = w.opcode == UInt32(SLUICE_WR_ATOMIC_CMP_AND_SWP) || w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
+        let isRead = w.opcode == UInt32(SLUICE_WR_RDMA_READ) || isAtomic
         src.removeAll(keepingCapacity: true)
         dst.removeAll(keepingCapacity: true)
         realLocal.removeAll(keepingCapacity: true)
-        realRecv.removeAll(keepingCapacity: true)
         var total: UInt64 = 0
         if w.send_flags & UInt32(SLUICE_SEND_INLINE) != 0 {
-            guard !isRead else { return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "inline", "inline data on an RDMA READ or atomic") }
+            guard !isRead else { return .failure(LocalFailure(status: UInt32(SLUICE_WC_LOC_QP_OP_ERR), rule: "inline", reason: "inline data on an RDMA READ or atomic")) }
             guard w.inline_len <= qp.maxInline else {
-                return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "inline", "inline length \(w.inline_len) above \(qp.maxInline)")
+                return .failure(LocalFailure(status: UInt32(SLUICE_WC_LOC_LEN_ERR), rule: "inline", reason: "inline length \(w.inline_len) above \(qp.maxInline)"))
             }
             let n = Int(w.inline_len)
             withUnsafeBytes(of: w.inline_data) { raw in
@@ -519,20 +658,18 @@ final class SoftwareFabric {
             total = UInt64(n)
         } else {
             guard w.num_sge <= qp.maxSendSGE else {
-                return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), wcOpcode, router, "sge", "\(w.num_sge) SGEs, above the QP's \(qp.maxSendSGE)")
+                return .failure(LocalFailure(status: UInt32(SLUICE_WC_LOC_QP_OP_ERR), rule: "sge", reason: "\(w.num_sge) SGEs, above the QP's \(qp.maxSendSGE)"))
             }
             for i in 0..<Int(w.num_sge) {
                 let sge = w.sge(i)
                 if sge.length == 0 { continue }
                 guard let mr = qp.session.lkeys[sge.lkey], mr.pd === qp.pd,
                       let p = mr.local(sge.addr, UInt64(sge.length)) else {
-                    return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "lkey",
-                                "lkey 0x\(String(sge.lkey, radix: 16)) does not cover [0x\(String(sge.addr, radix: 16)), +\(sge.length)) in the QP's PD")
+                    return .failure(LocalFailure(status: UInt32(SLUICE_WC_LOC_PROT_ERR), rule: "lkey", reason: "lkey 0x\(String(sge.lkey, radix: 16)) does not cover [0x\(String(sge.addr, radix: 16)), +\(sge.length)) in the QP's PD"))
                 }
                 if isRead {
                     guard mr.writable else {
-                        return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "lkey",
-                                    "RDMA READ or atomic result into a region without local write")
+                        return .failure(LocalFailure(status: UInt32(SLUICE_WC_LOC_PROT_ERR), rule: "lkey", reason: "RDMA READ or atomic result into a region without local write"))
                     }
                     dst.append((p, Int(sge.length)))
                 } else {
@@ -542,22 +679,54 @@ final class SoftwareFabric {
                     // Never a key the router did not get from the device (0 is
                     // the reserved lkey on some NICs: all of memory).
                     guard let real = mr.real else {
-                        return fail(qp, w, UInt32(SLUICE_WC_LOC_PROT_ERR), wcOpcode, router, "device",
-                                    "lkey 0x\(String(sge.lkey, radix: 16)) has no device registration")
+                        return .failure(LocalFailure(status: UInt32(SLUICE_WC_LOC_PROT_ERR), rule: "device", reason: "lkey 0x\(String(sge.lkey, radix: 16)) has no device registration"))
                     }
                     realLocal.append(RealSGE(address: UInt64(UInt(bitPattern: p)), length: sge.length, lkey: real.lkey))
                 }
                 total += UInt64(sge.length)
             }
             guard total <= 1 << 31 else {
-                return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "length", "message of \(total) bytes is above 2 GiB")
+                return .failure(LocalFailure(status: UInt32(SLUICE_WC_LOC_LEN_ERR), rule: "length", reason: "message of \(total) bytes is above 2 GiB"))
             }
         }
         if isAtomic && total != 8 {
-            return fail(qp, w, UInt32(SLUICE_WC_LOC_LEN_ERR), wcOpcode, router, "atomic.length",
-                        "an atomic's local buffer is \(total) bytes, not 8")
+            return .failure(LocalFailure(status: UInt32(SLUICE_WC_LOC_LEN_ERR), rule: "atomic.length", reason: "an atomic's local buffer is \(total) bytes, not 8"))
+        }
+        return .success(total)
+    }
+
+    /// The completion opcode of a work request's opcode; nil if unsupported.
+    static func completionOpcode(_ opcode: UInt32) -> UInt32? {
+        switch Int(opcode) {
+        case Int(SLUICE_WR_SEND), Int(SLUICE_WR_SEND_WITH_IMM): return UInt32(SLUICE_WC_OP_SEND)
+        case Int(SLUICE_WR_RDMA_WRITE), Int(SLUICE_WR_RDMA_WRITE_WITH_IMM): return UInt32(SLUICE_WC_OP_RDMA_WRITE)
+        case Int(SLUICE_WR_RDMA_READ): return UInt32(SLUICE_WC_OP_RDMA_READ)
+        case Int(SLUICE_WR_ATOMIC_CMP_AND_SWP): return UInt32(SLUICE_WC_OP_COMP_SWAP)
+        case Int(SLUICE_WR_ATOMIC_FETCH_AND_ADD): return UInt32(SLUICE_WC_OP_FETCH_ADD)
+        default: return nil
+        }
+    }
+
+    private func execute(_ qp: QueuePair, _ w: sluice_send_wqe, now: UInt64, router: Router) -> Outcome {
+        // Every outcome writes at most one completion to the send CQ.
+        guard qp.sendCQ.room >= 1 else { return .wait(Stall(kind: .completionQueueFull, retryAt: now + 50_000, retriesLeft: -1)) }
+        let signaled = qp.sqSigAll || w.send_flags & UInt32(SLUICE_SEND_SIGNALED) != 0
+        guard let wcOpcode = SoftwareFabric.completionOpcode(w.opcode) else {
+            return fail(qp, w, UInt32(SLUICE_WC_LOC_QP_OP_ERR), 0, router, "opcode", "opcode \(w.opcode) is not supported")
+        }
+        let isAtomic = w.opcode == UInt32(SLUICE_WR_ATOMIC_CMP_AND_SWP) || w.opcode == UInt32(SLUICE_WR_ATOMIC_FETCH_AND_ADD)
+        // READ and atomics bring data back into the local buffers.
+        let isRead = w.opcode == UInt32(SLUICE_WR_RDMA_READ) || isAtomic
+        let isSend = w.opcode == UInt32(SLUICE_WR_SEND) || w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM)
+        let withImm = w.opcode == UInt32(SLUICE_WR_SEND_WITH_IMM) || w.opcode == UInt32(SLUICE_WR_RDMA_WRITE_WITH_IMM)
+
+        let total: UInt64
+        switch gatherLocal(qp, w) {
+        case .failure(let f): return fail(qp, w, f.status, wcOpcode, router, f.rule, f.reason)
+        case .success(let t): total = t
         }
         lastBytes = total
+        realRecv.removeAll(keepingCapacity: true)
 
         // Shaping: charged once per request, before it runs; one that does
         // not fit waits at the head of its queue (order kept, nothing dropped).
@@ -574,7 +743,9 @@ final class SoftwareFabric {
             if let device {
                 return router.executeRemoteVerbs(device, qp, w, wcOpcode, total: total, local: realLocal, inline: inlineSGE(w), now: now)
             }
-            return router.executeRemote(qp, w, wcOpcode, total: total, gather: src, enforcement: enforcement, now: now)
+            // On the software fabric processRemoteSends runs these, never
+            // this path; should one get here, it waits rather than run twice.
+            return .wait(Stall(kind: .peerNotReady, retryAt: now &+ 1_000_000, retriesLeft: -1))
         }
         // The connection: only the QP the router resolved at RTR, and only
         // while it is connected back to this one.

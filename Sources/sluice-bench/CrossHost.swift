@@ -62,7 +62,7 @@ final class CrossHostBench {
             t.addFailure("Sluice", "\(error)")
             failures.append("crosshost: Sluice: \(error)")
         }
-        t.addNote("Each Sluice request crosses tenant → router → TCP link → router → memory and back; one request per QP is in flight.")
+        t.addNote("Each Sluice request crosses tenant → router → TCP link → router → memory and back; up to 16 per QP are in flight.")
         t.addNote("Debug builds and a shared machine inflate both columns; compare rows of one run.")
         return t
     }

@@ -126,6 +126,54 @@ final class FabricVerbsNetnsTests: XCTestCase {
         XCTAssertEqual(bbuf.bytes(0, bbuf.size), abuf.bytes(0, abuf.size))
     }
 
+    /// Requests to another host are pipelined (up to 16 per QP in flight).
+    /// Forty SENDs against ten posted receives: the target refuses the
+    /// eleventh (RNR) and runs nothing after it until the requester sends
+    /// again from there; once more receives are posted every SEND lands
+    /// exactly once, in order, and completes in order. A request that
+    /// fails a local check behind requests in flight completes after them,
+    /// with its error.
+    func testPipelinedSendsSurviveAnRNRInTheMiddleAndLandOnceInOrder() throws {
+        let (a, b) = try endpoints()
+        let qa = try a.createQP(sendDepth: 64), qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw, rnrRetry: 7)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let n = 40, size = 64
+        let abuf = TestBuffer(pages: 1), bbuf = TestBuffer(pages: 1)
+        let amr = try a.register(abuf.base, 4096, rw), bmr = try b.register(bbuf.base, 4096, rw)
+        for i in 0..<n { (abuf.base + i * size).storeBytes(of: UInt64(1000 + i), as: UInt64.self) }
+        for i in 0..<10 { try b.postRecv(qb, id: UInt64(i), [sge(bbuf.base + i * size, size, bmr)]) }
+        for i in 0..<n { try a.postSend(qa, id: UInt64(i), IBV_WR_SEND, [sge(abuf.base + i * size, size, amr)]) }
+        // The first ten land; the rest wait for receives (RNR, retried).
+        let first = b.poll(10, seconds: 20)
+        XCTAssertEqual(first.map(\.wr_id), (0..<10).map(UInt64.init))
+        usleep(50_000)
+        for i in 10..<n { try b.postRecv(qb, id: UInt64(i), [sge(bbuf.base + i * size, size, bmr)]) }
+        let rest = b.poll(n - 10, seconds: 30)
+        XCTAssertEqual(rest.map(\.wr_id), (10..<n).map(UInt64.init), "every receive used once, in order")
+        XCTAssertTrue((first + rest).allSatisfy { $0.status == IBV_WC_SUCCESS && $0.byte_len == UInt32(size) })
+        for i in 0..<n {
+            XCTAssertEqual((bbuf.base + i * size).load(as: UInt64.self), UInt64(1000 + i), "receive \(i) holds SEND \(i)")
+        }
+        let sent = a.poll(n, seconds: 20)
+        XCTAssertEqual(sent.map(\.wr_id), (0..<n).map(UInt64.init), "completions in the order posted")
+        XCTAssertTrue(sent.allSatisfy { $0.status == IBV_WC_SUCCESS })
+        b.assertQuiet(seconds: 0.3) // no SEND landed twice
+        // Eight WRITEs, then one with an lkey of nothing, then one more:
+        // the eight complete, then the bad one with its error, then a flush.
+        for i in 0..<8 {
+            try a.postSend(qa, id: UInt64(100 + i), IBV_WR_RDMA_WRITE, [sge(abuf.base + i * size, size, amr)],
+                           remote: (addr(bbuf.base + 2048 + i * size), bmr.pointee.rkey))
+        }
+        var bad = sge(abuf.base, size, amr)
+        bad.lkey = amr.pointee.lkey ^ 0x5a5a
+        try a.postSend(qa, id: 108, IBV_WR_RDMA_WRITE, [bad], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        try a.postSend(qa, id: 109, IBV_WR_RDMA_WRITE, [sge(abuf.base, size, amr)], remote: (addr(bbuf.base), bmr.pointee.rkey))
+        let tail = a.poll(10, seconds: 20)
+        XCTAssertEqual(tail.map(\.wr_id), (100..<110).map(UInt64.init))
+        XCTAssertEqual(tail.map(\.status), Array(repeating: IBV_WC_SUCCESS, count: 8) + [IBV_WC_LOC_PROT_ERR, IBV_WC_WR_FLUSH_ERR])
+    }
+
     func testAMessageAboveTheFabricsLimitFailsLocally() throws {
         let (a, b) = try endpoints()
         let qa = try a.createQP(), qb = try b.createQP()

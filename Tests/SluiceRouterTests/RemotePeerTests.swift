@@ -1,79 +1,106 @@
 import XCTest
+import SluiceWire
 @testable import SluiceRouter
 
-/// The request ids of RC between routers: a SEND or an atomic must never
-/// run twice at the target, whatever mix of retransmissions, RNR answers and
-/// late copies the link delivers. The requester's and the target's halves of
-/// `RemotePeer` are driven directly, with a counter standing in for running
-/// the request.
+/// The request ids of RC between routers: requests run at the target
+/// strictly in id order, and a SEND or an atomic never runs twice, whatever
+/// mix of pipelined requests, retransmissions, RNR answers and late copies
+/// the link delivers. The target's half of `RemotePeer` is driven
+/// directly, with a counter standing in for running the request.
 final class RemotePeerTests: XCTestCase {
     /// A target that runs requests like `serveRemoteRequest`: a request finds
-    /// a receive or gets RNR; what runs is counted.
+    /// a receive or gets RNR, or fails; what runs is counted, in order.
     final class Target {
         let peer = RemotePeer(router: "a", qpn: 1, lid: 1, ipv4: 0)
-        var runs: [UInt64: Int] = [:]
-        /// The answer sent back: "ok", "rnr", "cached", or nil (dropped).
-        func serve(_ id: UInt64, receiveReady: Bool) -> String? {
-            switch peer.arrival(of: id) {
+        var ran: [UInt64] = []
+        /// The answer sent back: "ok", "rnr", "error", "cached", "read again",
+        /// or nil (dropped).
+        func serve(_ id: UInt64, receiveReady: Bool = true, fails: Bool = false, read: Bool = false) -> String? {
+            let arrival = peer.arrival(of: id)
+            switch arrival {
             case .answer: return "cached"
             case .stale: return nil
+            case .rerun: return "read again"
             case .run: break
             }
-            guard receiveReady else { return "rnr" }
-            runs[id, default: 0] += 1
-            peer.executed(id, response: [1])
-            return "ok"
+            guard receiveReady else {
+                peer.notReady(id)
+                return "rnr"
+            }
+            ran.append(id)
+            peer.executed(id, response: read ? nil : [1], failed: fails)
+            return fails ? "error" : "ok"
         }
     }
 
-    func testAnRNRRetryOfARetransmittedSendIsNotRunAgain() {
+    func testPipelinedRequestsRunInOrderAndARefusedOneHoldsBackTheRest() {
+        let t = Target()
+        // 100..103 sent back to back; 101 finds no receive.
+        XCTAssertEqual(t.serve(100), "ok")
+        XCTAssertEqual(t.serve(101, receiveReady: false), "rnr")
+        XCTAssertNil(t.serve(102), "after a refused request nothing newer runs")
+        XCTAssertNil(t.serve(103))
+        // The requester sends again from 101, after the RNR delay.
+        XCTAssertEqual(t.serve(101), "ok")
+        XCTAssertEqual(t.serve(102), "ok")
+        XCTAssertEqual(t.serve(103), "ok")
+        XCTAssertEqual(t.ran, [100, 101, 102, 103], "each ran once, in order")
+    }
+
+    func testARetransmittedWindowIsAnsweredFromTheCacheAndRunsOnlyWhatIsNew() {
+        let t = Target()
         let requester = RemotePeer(router: "b", qpn: 2, lid: 2, ipv4: 0)
-        let target = Target()
-        // Request N times out and is retransmitted; the first copy finds no
-        // receive (RNR), the second finds one and runs.
-        let n = requester.idForHead()
-        XCTAssertEqual(requester.idForHead(), n, "a retransmission keeps the id")
-        XCTAssertEqual(target.serve(n, receiveReady: false), "rnr")
-        XCTAssertEqual(target.serve(n, receiveReady: true), "ok")
-        // The requester got the RNR first: it retries the same request after
-        // the RNR delay, which must keep the id and be answered from the cache.
-        let retry = requester.idForHead()
-        XCTAssertEqual(retry, n, "an RNR retry keeps the id")
-        XCTAssertEqual(target.serve(retry, receiveReady: true), "cached")
-        XCTAssertEqual(target.runs.values.reduce(0, +), 1, "the SEND ran once: \(target.runs)")
-        requester.headDone()
-        let next = requester.idForHead()
-        XCTAssertEqual(next, n &+ 1, "the next request takes the next id")
-        XCTAssertEqual(target.serve(next, receiveReady: true), "ok")
-        XCTAssertEqual(target.runs[next], 1)
+        let ids = (0..<4).map { _ in requester.takeID() }
+        XCTAssertEqual(ids, (0..<4).map { ids[0] &+ UInt64($0) }, "ids go up by one")
+        // The first two ran but their answers were lost; the requester's
+        // timer sends all four again.
+        XCTAssertEqual(t.serve(ids[0]), "ok")
+        XCTAssertEqual(t.serve(ids[1]), "ok")
+        XCTAssertEqual(ids.map { t.serve($0) }, ["cached", "cached", "ok", "ok"])
+        XCTAssertEqual(t.ran, ids, "nothing ran twice")
+        // Long after: a copy older than the cache is dropped, not run.
+        for id in ids.last! &+ 1...ids.last! &+ UInt64(RemotePeer.maxWindow) { XCTAssertEqual(t.serve(id), "ok") }
+        XCTAssertNil(t.serve(ids[0]), "forgotten copies are dropped")
     }
 
-    func testOlderIdsAreDroppedAndTheNewestIsAnsweredFromTheCache() {
-        let target = Target()
-        XCTAssertEqual(target.serve(100, receiveReady: true), "ok")
-        XCTAssertEqual(target.serve(101, receiveReady: false), "rnr", "RNR runs nothing")
-        XCTAssertEqual(target.serve(100, receiveReady: true), "cached", "an RNR answer keeps the cache")
-        XCTAssertEqual(target.serve(101, receiveReady: true), "ok")
-        XCTAssertNil(target.serve(100, receiveReady: true), "a late copy of an older request is dropped")
-        XCTAssertNil(target.serve(99, receiveReady: true))
-        XCTAssertEqual(target.serve(101, receiveReady: true), "cached")
-        XCTAssertEqual(target.runs, [100: 1, 101: 1])
-        // A requester that reset its QP starts from a new random id: far
-        // from the last one, it runs.
-        XCTAssertEqual(target.serve(101 &- RemotePeer.staleWindow &- 1, receiveReady: true), "ok")
-        // A READ is not cached: its retransmission is read again.
-        target.peer.executed(500, response: nil)
-        XCTAssertEqual(target.peer.arrival(of: 500), .run)
-        XCTAssertEqual(target.peer.arrival(of: 499), .stale)
+    func testAfterAnErrorNothingNewerRunsAndTheErrorIsAnsweredAgain() {
+        let t = Target()
+        XCTAssertEqual(t.serve(7), "ok")
+        XCTAssertEqual(t.serve(8, fails: true), "error")
+        XCTAssertNil(t.serve(9), "the requester's QP is in ERR: what follows is flushed there, not run here")
+        XCTAssertEqual(t.serve(8), "cached", "a retransmission of the failed request gets its answer again")
+        XCTAssertEqual(t.ran, [7, 8])
     }
 
-    func testAFailedHeadReleasesItsId() {
+    func testAReadIsReadAgainAndARestartedRequesterStartsOver() {
+        let t = Target()
+        XCTAssertEqual(t.serve(500, read: true), "ok")
+        XCTAssertEqual(t.serve(500), "read again", "a READ's answer is not kept")
+        XCTAssertEqual(t.serve(501), "ok", "reading again moved nothing")
+        XCTAssertEqual(t.serve(501 &+ 2), nil, "a gap")
+        // A requester that reset its QP starts from a new random id, far away.
+        let restart = 501 &- RemotePeer.staleWindow &- 10
+        XCTAssertEqual(t.serve(restart), "ok")
+        XCTAssertEqual(t.serve(restart &+ 1), "ok")
+        XCTAssertEqual(t.serve(restart), "cached")
+        // The first request of a connection refused: later ones wait for it.
+        let u = Target()
+        XCTAssertEqual(u.serve(40, receiveReady: false), "rnr")
+        XCTAssertNil(u.serve(41))
+        XCTAssertEqual(u.serve(40), "ok")
+    }
+
+    func testResettingTheRequesterForgetsTheWindow() {
         let r = RemotePeer(router: "b", qpn: 2, lid: 2, ipv4: 0)
-        let a = r.idForHead()
+        let a = r.takeID()
+        r.window.append(RemotePeer.Sent(id: a, wqe: sluice_send_wqe(), wcOpcode: 0, total: 0, frame: []))
         r.rnrLeft = 3
-        r.headDone()
+        r.resendAt = 5
+        r.resetRequester()
+        XCTAssertTrue(r.window.isEmpty)
         XCTAssertNil(r.rnrLeft)
-        XCTAssertEqual(r.idForHead(), a &+ 1)
+        XCTAssertNil(r.resendAt)
+        XCTAssertEqual(r.takeID(), a &+ 1, "ids are never reused")
     }
 }
 
