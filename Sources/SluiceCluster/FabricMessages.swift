@@ -1,11 +1,15 @@
 import Foundation
 
 /// What one router asks of another for an RC connection, in a DATA frame
-/// whose `stream` is the QPN of the target QP at the receiving router. One
-/// request per QP is in flight at a time (the requester waits for its
-/// response), so order per QP holds; a request is retransmitted with the
-/// same id after `timeout`, and the target answers a duplicate from its
-/// cache instead of running it twice (SEND, atomics are not idempotent).
+/// whose `stream` is the QPN of the target QP at the receiving router. Up
+/// to 16 requests per QP are in flight; ids go up by one per request and
+/// the target runs them strictly in id order. A request is retransmitted
+/// with the same id after `timeout`, and the target answers a duplicate
+/// from its cache instead of running it twice (SEND, atomics are not
+/// idempotent). `base` is the requester's oldest request not yet completed
+/// when this one was first sent: a target that has run nothing of this
+/// connection starts it only with that request, never with a later one
+/// whose predecessor was lost.
 public struct RemoteRequest: Equatable, Sendable {
     public static let kind: UInt8 = 1
     /// SLUICE_WR_* (= IBV_WR_*).
@@ -17,6 +21,7 @@ public struct RemoteRequest: Equatable, Sendable {
     public var sourceLID: UInt16
     public var sourceIPv4: UInt32
     public var id: UInt64
+    public var base: UInt64
     public var rkey: UInt32
     public var remoteAddress: UInt64
     public var compareAdd: UInt64
@@ -31,7 +36,7 @@ public struct RemoteRequest: Equatable, Sendable {
     public var payload: [UInt8]
 
     public init(opcode: UInt32, solicited: Bool = false, sourceQPN: UInt32, sourceLID: UInt16, sourceIPv4: UInt32, id: UInt64,
-                rkey: UInt32 = 0, remoteAddress: UInt64 = 0, compareAdd: UInt64 = 0, swap: UInt64 = 0, immediate: UInt32 = 0,
+                base: UInt64? = nil, rkey: UInt32 = 0, remoteAddress: UInt64 = 0, compareAdd: UInt64 = 0, swap: UInt64 = 0, immediate: UInt32 = 0,
                 length: UInt32, tenant: String, payload: [UInt8] = []) {
         self.opcode = opcode
         self.solicited = solicited
@@ -39,6 +44,7 @@ public struct RemoteRequest: Equatable, Sendable {
         self.sourceLID = sourceLID
         self.sourceIPv4 = sourceIPv4
         self.id = id
+        self.base = base ?? id
         self.rkey = rkey
         self.remoteAddress = remoteAddress
         self.compareAdd = compareAdd
@@ -56,6 +62,7 @@ public struct RemoteRequest: Equatable, Sendable {
         b.appendBE(UInt32(sourceLID))
         b.appendBE(sourceIPv4)
         b.appendBE(id)
+        b.appendBE(base)
         b.appendBE(rkey)
         b.appendBE(remoteAddress)
         b.appendBE(compareAdd)
@@ -73,13 +80,13 @@ public struct RemoteRequest: Equatable, Sendable {
         let opcode = UInt32(try r.u8())
         let solicited = try r.u8() != 0
         _ = try r.u8()
-        let qpn = try r.u32(), lid = try r.u32(), ip = try r.u32(), id = try r.u64()
+        let qpn = try r.u32(), lid = try r.u32(), ip = try r.u32(), id = try r.u64(), base = try r.u64()
         guard lid <= 0xffff else { throw LinkError.protocolViolation("source LID \(lid) above 16 bits") }
         let rkey = try r.u32(), addr = try r.u64(), ca = try r.u64(), sw = try r.u64(), imm = try r.u32(), len = try r.u32()
         let tenant = try r.name()
         let payload = r.rest()
         return RemoteRequest(opcode: opcode, solicited: solicited, sourceQPN: qpn, sourceLID: UInt16(lid), sourceIPv4: ip, id: id,
-                             rkey: rkey, remoteAddress: addr, compareAdd: ca, swap: sw, immediate: imm, length: len,
+                             base: base, rkey: rkey, remoteAddress: addr, compareAdd: ca, swap: sw, immediate: imm, length: len,
                              tenant: tenant, payload: payload)
     }
 }

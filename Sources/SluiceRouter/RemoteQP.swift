@@ -45,6 +45,10 @@ final class RemotePeer {
     /// After an RNR answer: when the window is sent again from its head
     /// (the target ran nothing after the refused request).
     var resendAt: UInt64?
+    /// A resend in progress: the index in `window` of the next request to
+    /// send again (a backlogged link takes them a few at a time; nothing
+    /// new is sent before them, so the target still sees ids in order).
+    var resendNext: Int?
 
     /// Requests one QP may have in flight to another host.
     static let maxWindow = 16
@@ -54,6 +58,7 @@ final class RemotePeer {
         window.removeAll()
         rnrLeft = nil
         resendAt = nil
+        resendNext = nil
     }
 
     /// Requester: an id for the next request.
@@ -89,16 +94,23 @@ final class RemotePeer {
         case stale
     }
 
-    /// Target: what to do with a request carrying `id`.
-    func arrival(of id: UInt64) -> Arrival {
-        guard let e = expected else { return .run }
+    /// Target: what to do with a request carrying `id`, sent when the
+    /// requester's oldest uncompleted request was `base`. A request of a
+    /// connection this target has run nothing of (the first, or a
+    /// requester that reset its QP and started again from a new random
+    /// id, far away) runs only if it is that oldest one: one after it
+    /// whose predecessor was lost must not run first.
+    func arrival(of id: UInt64, base: UInt64) -> Arrival {
+        guard let e = expected, e &- base <= RemotePeer.staleWindow || base &- e <= RemotePeer.staleWindow else {
+            return id == base ? .run : .stale
+        }
         if id == e { return halted ? .stale : .run }
         let behind = e &- id
         if behind <= RemotePeer.staleWindow {
             guard let a = answers.last(where: { $0.id == id }) else { return .stale }
             return a.response.map { .answer($0) } ?? .rerun
         }
-        return id &- e <= RemotePeer.staleWindow ? .stale : .run
+        return .stale
     }
 
     /// Target: request `id` (which `arrival` said to run) ran; `response`
@@ -251,7 +263,7 @@ extension Router {
         let me = claimedSender(qp.session)
         let id = r.takeID()
         let req = RemoteRequest(opcode: w.opcode, solicited: w.send_flags & UInt32(SLUICE_SEND_SOLICITED) != 0,
-                                sourceQPN: qp.qpn, sourceLID: me.lid, sourceIPv4: me.ipv4, id: id,
+                                sourceQPN: qp.qpn, sourceLID: me.lid, sourceIPv4: me.ipv4, id: id, base: r.window.first?.id ?? id,
                                 rkey: w.rkey, remoteAddress: w.remote_addr, compareAdd: w.compare_add, swap: w.swap,
                                 immediate: w.imm_data, length: UInt32(total), tenant: me.tenant, payload: payload)
         let frame = req.encode()
@@ -264,13 +276,19 @@ extension Router {
         c.node.send(to: r.router, LinkFrame.Frame(.data, stream: r.qpn, body: frame))
     }
 
-    /// Sends the unanswered requests of the window again, in order (the
-    /// target answers what it ran from its cache and runs the rest).
-    func resendRemote(_ qp: QueuePair, _ r: RemotePeer, _ c: ClusterAgent, now: UInt64) {
-        for s in r.window where s.response == nil {
-            c.node.send(to: r.router, LinkFrame.Frame(.data, stream: r.qpn, body: s.frame))
+    /// Goes on sending the window's unanswered requests again, in order,
+    /// from `resendNext`, while the link has room. True when all went.
+    func resendRemote(_ r: RemotePeer, _ c: ClusterAgent) -> Bool {
+        var k = r.resendNext ?? r.window.count
+        while k < r.window.count {
+            if r.window[k].response == nil {
+                guard linkHasRoom(c, to: r.router, bytes: r.window[k].frame.count) else { break }
+                c.node.send(to: r.router, LinkFrame.Frame(.data, stream: r.qpn, body: r.window[k].frame))
+            }
+            k += 1
         }
-        r.deadline = now &+ Router.remoteInterval(qp)
+        r.resendNext = k < r.window.count ? k : nil
+        return r.resendNext == nil
     }
 
     enum RemoteFinish {
@@ -390,7 +408,7 @@ extension Router {
         r.window[i].response = resp
         // The fabric completes it on its next visit (in order, with CQ room).
         if i == 0 || r.window[..<i].allSatisfy({ $0.response != nil }) {
-            qp.stall = Stall(kind: .peerNotReady, retryAt: 0, retriesLeft: -1)
+            if qp.stall != nil { qp.stall?.retryAt = 0 } else { qp.stall = Stall(kind: .peerNotReady, retryAt: 0, retriesLeft: -1) }
             fabric.activate(qp)
         }
     }
@@ -461,7 +479,7 @@ extension Router {
             }
             return
         }
-        let arrival = r.arrival(of: req.id)
+        let arrival = r.arrival(of: req.id, base: req.base)
         switch arrival {
         case .answer(let cached):
             c.node.send(to: router, LinkFrame.Frame(.data, stream: req.sourceQPN, body: cached))

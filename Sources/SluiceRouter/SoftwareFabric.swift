@@ -499,7 +499,6 @@ final class SoftwareFabric {
         }
         var did = false
         var throttledUntil: UInt64?
-        var backlogUntil: UInt64?
         var cqFull = false
         // 1. Answers, in order.
         while let head = r.window.first, let resp = head.response {
@@ -510,6 +509,7 @@ final class SoftwareFabric {
             switch outcome {
             case .completed:
                 r.window.removeFirst()
+                if let k = r.resendNext { r.resendNext = max(k - 1, 0) }
                 if r.window.first?.response == nil, !r.window.isEmpty {
                     // The next unanswered request's timer counts from here.
                     r.deadline = now &+ Router.remoteInterval(qp)
@@ -522,17 +522,19 @@ final class SoftwareFabric {
                 // The target ran nothing from the refused request on.
                 for i in r.window.indices { r.window[i].response = nil }
                 r.resendAt = now &+ delay
+                r.resendNext = nil
             }
             if r.resendAt != nil { break }
         }
-        // 2. Timers: after an RNR delay, or the oldest unanswered timing out.
+        // 2. Timers: after an RNR delay, or the oldest unanswered timing out,
+        // the window goes again from its head (go-back-N).
         if let t = r.resendAt {
-            if now >= t, router.linkHasRoom(c, to: r.router, bytes: r.window.reduce(0) { $0 + $1.frame.count }) {
+            if now >= t {
                 r.resendAt = nil
-                router.resendRemote(qp, r, c, now: now)
-                did = true
+                r.resendNext = 0
+                r.deadline = now &+ Router.remoteInterval(qp)
             }
-        } else if let head = r.window.first, head.response == nil, now >= r.deadline {
+        } else if r.resendNext == nil, let head = r.window.first, head.response == nil, now >= r.deadline {
             // (While answered requests wait for CQ room, the timer waits
             // too: they complete first, and restart it.)
             if r.retriesLeft == 0 {
@@ -547,17 +549,22 @@ final class SoftwareFabric {
             }
             if router.linkHasRoom(c, to: r.router, bytes: head.frame.count) {
                 if r.retriesLeft > 0 { r.retriesLeft -= 1 }
-                router.resendRemote(qp, r, c, now: now)
-                did = true
+                r.resendNext = 0
+                r.deadline = now &+ Router.remoteInterval(qp)
             } else {
                 // Not lost: it has not left yet (a backlogged link); no retry spent.
                 r.deadline = now &+ 200_000
             }
         }
+        var backlogUntil: UInt64?
+        if r.resendNext != nil {
+            did = true
+            if !router.resendRemote(r, c) { backlogUntil = now &+ 200_000 }
+        }
         // 3. New requests, while the window has room.
         let limit = min(RemotePeer.maxWindow, Int(qp.sqCapacity))
         var sent = 0
-        while sent < budget, r.resendAt == nil, !cqFull, r.window.count < limit, !lane.credit.exhausted {
+        while sent < budget, r.resendAt == nil, r.resendNext == nil, !cqFull, r.window.count < limit, !lane.credit.exhausted {
             guard let n = qp.pending(prod: qp.sqProd, cons: qp.sqCons, capacity: qp.sqCapacity) else {
                 router.denyDataPath(qp, "send queue producer index is corrupt; QP moved to ERR", rule: "ring")
                 router.enter(qp, .error)
@@ -612,12 +619,18 @@ final class SoftwareFabric {
         // When to look again without an event: the oldest request's timer,
         // the RNR delay, the shaper, or room in the CQ.
         var wake: [UInt64] = []
-        if let t = r.resendAt { wake.append(t) } else if r.window.contains(where: { $0.response == nil }) { wake.append(r.deadline) }
+        if let t = r.resendAt {
+            wake.append(t)
+        } else if let head = r.window.first, head.response == nil {
+            wake.append(r.deadline)
+        }
         if let t = throttledUntil { wake.append(t) }
         if cqFull { wake.append(now &+ 50_000) }
         if let t = backlogUntil { wake.append(t) }
         if let t = wake.min() {
-            qp.stall = Stall(kind: t == throttledUntil ? .throttled : .peerNotReady, retryAt: t, retriesLeft: -1)
+            // Throttled is kept as the kind whatever comes first: a reload
+            // wakes it, and an error abandons the shaper's wait.
+            qp.stall = Stall(kind: throttledUntil != nil ? .throttled : .peerNotReady, retryAt: t, retriesLeft: -1)
         } else {
             qp.stall = nil
         }

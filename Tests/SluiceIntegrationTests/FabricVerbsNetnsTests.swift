@@ -174,6 +174,34 @@ final class FabricVerbsNetnsTests: XCTestCase {
         XCTAssertEqual(tail.map(\.status), Array(repeating: IBV_WC_SUCCESS, count: 8) + [IBV_WC_LOC_PROT_ERR, IBV_WC_WR_FLUSH_ERR])
     }
 
+    /// A window larger than the link's backlog limit (32 MiB): sixteen
+    /// 4 MiB SENDs against two receives. After the RNR the requester sends
+    /// the window again a few frames at a time as the link drains, and
+    /// every SEND lands once, in order.
+    func testAnRNRWithAWindowAboveTheLinkBacklogIsSentAgainPieceByPiece() throws {
+        let (a, b) = try endpoints()
+        let qa = try a.createQP(sendDepth: 16), qb = try b.createQP()
+        try a.connect(qa, to: qb, of: b, access: rw, rnrRetry: 7)
+        try b.connect(qb, to: qa, of: a, access: rw)
+        let n = 16, size = 4 << 20
+        let abuf = TestBuffer(pages: n * size / 4096), bbuf = TestBuffer(pages: n * size / 4096)
+        let amr = try a.register(abuf.base, abuf.size, rw), bmr = try b.register(bbuf.base, bbuf.size, rw)
+        for i in 0..<n { (abuf.base + i * size).storeBytes(of: UInt64(7000 + i), as: UInt64.self) }
+        for i in 0..<2 { try b.postRecv(qb, id: UInt64(i), [sge(bbuf.base + i * size, size, bmr)]) }
+        for i in 0..<n { try a.postSend(qa, id: UInt64(i), IBV_WR_SEND, [sge(abuf.base + i * size, size, amr)]) }
+        let first = b.poll(2, seconds: 30)
+        XCTAssertEqual(first.map(\.wr_id), [0, 1])
+        usleep(100_000)
+        for i in 2..<n { try b.postRecv(qb, id: UInt64(i), [sge(bbuf.base + i * size, size, bmr)]) }
+        let rest = b.poll(n - 2, seconds: 60)
+        XCTAssertEqual(rest.map(\.wr_id), (2..<n).map(UInt64.init))
+        for i in 0..<n { XCTAssertEqual((bbuf.base + i * size).load(as: UInt64.self), UInt64(7000 + i)) }
+        let sent = a.poll(n, seconds: 30)
+        XCTAssertEqual(sent.map(\.wr_id), (0..<n).map(UInt64.init))
+        XCTAssertTrue(sent.allSatisfy { $0.status == IBV_WC_SUCCESS }, "\(sent.map(\.status.rawValue))")
+        b.assertQuiet(seconds: 0.3)
+    }
+
     func testAMessageAboveTheFabricsLimitFailsLocally() throws {
         let (a, b) = try endpoints()
         let qa = try a.createQP(), qb = try b.createQP()

@@ -15,8 +15,8 @@ final class RemotePeerTests: XCTestCase {
         var ran: [UInt64] = []
         /// The answer sent back: "ok", "rnr", "error", "cached", "read again",
         /// or nil (dropped).
-        func serve(_ id: UInt64, receiveReady: Bool = true, fails: Bool = false, read: Bool = false) -> String? {
-            let arrival = peer.arrival(of: id)
+        func serve(_ id: UInt64, base: UInt64? = nil, receiveReady: Bool = true, fails: Bool = false, read: Bool = false) -> String? {
+            let arrival = peer.arrival(of: id, base: base ?? id)
             switch arrival {
             case .answer: return "cached"
             case .stale: return nil
@@ -45,6 +45,22 @@ final class RemotePeerTests: XCTestCase {
         XCTAssertEqual(t.serve(102), "ok")
         XCTAssertEqual(t.serve(103), "ok")
         XCTAssertEqual(t.ran, [100, 101, 102, 103], "each ran once, in order")
+    }
+
+    /// The first request of a connection lost, the second arriving first:
+    /// it must not run before the first (it names the first as its base).
+    func testALaterRequestDoesNotStartAConnectionWhoseFirstWasLost() {
+        let t = Target()
+        XCTAssertNil(t.serve(61, base: 60), "61 waits for 60")
+        XCTAssertEqual(t.serve(60, base: 60), "ok")
+        XCTAssertEqual(t.serve(61, base: 60), "ok")
+        XCTAssertEqual(t.ran, [60, 61])
+        // The same after a restart from a new random id, far away.
+        let restart: UInt64 = 60 &+ (RemotePeer.staleWindow << 3)
+        XCTAssertNil(t.serve(restart &+ 1, base: restart))
+        XCTAssertEqual(t.serve(restart, base: restart), "ok")
+        XCTAssertEqual(t.serve(restart &+ 1, base: restart), "ok")
+        XCTAssertEqual(t.ran, [60, 61, restart, restart &+ 1])
     }
 
     func testARetransmittedWindowIsAnsweredFromTheCacheAndRunsOnlyWhatIsNew() {
