@@ -36,6 +36,8 @@ final class RemotePeer {
         var response: RemoteResponse?
     }
     var window: [Sent] = []
+    /// Payload bytes of the requests in the window.
+    var windowBytes: UInt64 { window.reduce(0) { $0 &+ $1.total } }
     /// When the oldest unanswered request is sent again (with everything
     /// after it: go-back-N), and how many more times (-1: forever).
     var deadline: UInt64 = 0

@@ -4,6 +4,7 @@ import Glibc
 import SluiceWire
 import CSluiceSys
 import SluicePolicy
+import SluiceCluster
 
 /// One tenant's share of the data-path poller: its QPs, served round robin,
 /// its deficit-round-robin credit (in the router's time), its shaping
@@ -596,6 +597,11 @@ final class SoftwareFabric {
                 router.enter(qp, .error)
                 return true
             }
+            // The frames of the window are kept for retransmission: at most
+            // one maximal message's worth per QP (as with one request in
+            // flight), so many QPs of large messages cannot exhaust the
+            // router's memory; small messages still pipeline.
+            if !r.window.isEmpty, r.windowBytes &+ total > UInt64(maxRemoteMessage) { break }
             if !router.linkHasRoom(c, to: r.router, bytes: Int(total) + 256) {
                 // The link is backlogged: the request waits its turn.
                 backlogUntil = now &+ 200_000

@@ -174,11 +174,11 @@ final class FabricVerbsNetnsTests: XCTestCase {
         XCTAssertEqual(tail.map(\.status), Array(repeating: IBV_WC_SUCCESS, count: 8) + [IBV_WC_LOC_PROT_ERR, IBV_WC_WR_FLUSH_ERR])
     }
 
-    /// A window larger than the link's backlog limit (32 MiB): sixteen
-    /// 4 MiB SENDs against two receives. After the RNR the requester sends
-    /// the window again a few frames at a time as the link drains, and
-    /// every SEND lands once, in order.
-    func testAnRNRWithAWindowAboveTheLinkBacklogIsSentAgainPieceByPiece() throws {
+    /// Sixteen 4 MiB SENDs (64 MiB) against two receives: the window keeps
+    /// at most 8 MiB of frames per QP, the RNR'd ones are sent again as
+    /// receives appear and the link drains, and every SEND lands once, in
+    /// order.
+    func testLargeSendsAgainstTooFewReceivesLandOnceInOrder() throws {
         let (a, b) = try endpoints()
         let qa = try a.createQP(sendDepth: 16), qb = try b.createQP()
         try a.connect(qa, to: qb, of: b, access: rw, rnrRetry: 7)
