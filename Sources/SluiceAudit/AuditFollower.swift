@@ -59,13 +59,19 @@ public final class AuditFollower {
     /// Switches to a rotated file (false if it is gone).
     private func openFile(_ file: String) throws -> Bool {
         guard let nfd = try? AuditSys.open(file, O_RDONLY) else { return false }
+        try follow(nfd, name: file)
+        return true
+    }
+
+    /// Reads `newFD` from its start from now on, under `name` (nil: the
+    /// active path).
+    private func follow(_ newFD: Int32, name: String?) throws {
         if fd >= 0 { AuditSys.close(fd) }
-        fd = nfd
-        inode = UInt64(try AuditSys.status(of: fd, path: file).st_ino)
+        fd = newFD
+        inode = UInt64(try AuditSys.status(of: fd, path: name ?? path).st_ino)
         offset = 0
         partial = []
-        currentName = file
-        return true
+        currentName = name
     }
 
     private func openCurrent() throws -> Bool {
@@ -76,12 +82,7 @@ public final class AuditFollower {
             if errno == ENOENT { return false }
             throw error
         }
-        if fd >= 0 { AuditSys.close(fd) }
-        fd = newFD
-        inode = UInt64(try AuditSys.status(of: fd, path: path).st_ino)
-        offset = 0
-        partial = []
-        currentName = nil
+        try follow(newFD, name: nil)
         return true
     }
 

@@ -31,18 +31,32 @@ final class CrossHostPingPongTests: XCTestCase {
         }
         // No link until the first QP is connected across (lazy links).
         XCTAssertEqual(routers[0].fabricState("host-1"), "idle")
-        var port: Int32 = 18000 + Int32(getpid() % 1000)
-        for (size, iters, gid) in [(1, 500, true), (4096, 500, false), (65536, 100, true), (262_144, 50, true), (1_048_576, 20, false)] {
+        try lab.pingPong(pingpong, server: routers[0].socket("alpha"), client: routers[1].socket("alpha"), basePort: 18000,
+                         runs: [(1, 500, true), (4096, 500, false), (65536, 100, true), (262_144, 50, true), (1_048_576, 20, false)])
+        for r in routers { XCTAssertEqual(r.stop(), 0, r.stderrText()) }
+    }
+}
+
+extension NetnsLab {
+    /// Unmodified `ibv_rc_pingpong`: the server on host 0 through `server`'s
+    /// socket, the client on host 1 through `client`'s, once per run
+    /// (message size, iterations, by GID or LID); both must exit 0 having
+    /// moved every byte.
+    func pingPong(_ pingpong: String, server serverSocket: String, client clientSocket: String, basePort: Int32,
+                  runs: [(size: Int, iterations: Int, gid: Bool)], clientSeconds: Double = 60,
+                  file: StaticString = #filePath, line: UInt = #line) throws {
+        var port: Int32 = basePort + Int32(getpid() % 1000)
+        for (size, iters, gid) in runs {
             port += 1
             let args = ["-d", "sluice0", "-p", String(port), "-s", String(size), "-n", String(iters)] + (gid ? ["-g", "0"] : [])
-            let server = try TenantProcess(lab.ip, ["netns", "exec", lab.hosts[0], pingpong] + args, socket: routers[0].socket("alpha"))
-            lab.adopt(server.process)
+            let server = try TenantProcess(ip, ["netns", "exec", hosts[0], pingpong] + args, socket: serverSocket)
+            adopt(server.process)
             var client: TenantProcess?
             // The server's TCP listener takes a moment; a client that could not connect exits at once.
             for _ in 0..<50 {
                 usleep(100_000)
-                let c = try TenantProcess(lab.ip, ["netns", "exec", lab.hosts[1], pingpong] + args + [lab.address(0)], socket: routers[1].socket("alpha"))
-                lab.adopt(c.process)
+                let c = try TenantProcess(ip, ["netns", "exec", hosts[1], pingpong] + args + [address(0)], socket: clientSocket)
+                adopt(c.process)
                 var waited = 0
                 while c.process.isRunning && waited < 300 { usleep(10_000); waited += 10 }
                 if c.process.isRunning || c.process.terminationStatus == 0 || !c.output.contains("Couldn't connect") {
@@ -50,11 +64,10 @@ final class CrossHostPingPongTests: XCTestCase {
                     break
                 }
             }
-            let c = try XCTUnwrap(client, "the client never reached the server")
-            XCTAssertEqual(c.wait(seconds: 60), 0, "size \(size): client: \(c.output)")
-            XCTAssertEqual(server.wait(seconds: 60), 0, "size \(size): server: \(server.output)")
-            XCTAssert(c.output.contains("\(size * iters * 2) bytes in"), "size \(size): \(c.output)")
+            let c = try XCTUnwrap(client, "the client never reached the server", file: file, line: line)
+            XCTAssertEqual(c.wait(seconds: clientSeconds), 0, "size \(size): client: \(c.output)", file: file, line: line)
+            XCTAssertEqual(server.wait(seconds: 60), 0, "size \(size): server: \(server.output)", file: file, line: line)
+            XCTAssert(c.output.contains("\(size * iters * 2) bytes in"), "size \(size): \(c.output)", file: file, line: line)
         }
-        for r in routers { XCTAssertEqual(r.stop(), 0, r.stderrText()) }
     }
 }

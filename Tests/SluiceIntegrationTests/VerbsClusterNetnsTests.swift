@@ -397,29 +397,8 @@ final class VerbsClusterNetnsTests: XCTestCase {
         guard let pingpong = Paths.tool("ibv_rc_pingpong") else {
             throw XCTSkip("ibv_rc_pingpong is not installed (Debian package ibverbs-utils)")
         }
-        var port: Int32 = 19000 + Int32(getpid() % 1000)
-        for (size, iters, gid) in [(4096, 200, false), (65536, 50, true)] {
-            port += 1
-            let args = ["-d", "sluice0", "-p", String(port), "-s", String(size), "-n", String(iters)] + (gid ? ["-g", "0"] : [])
-            let server = try TenantProcess(lab.ip, ["netns", "exec", lab.hosts[0], pingpong] + args, socket: inner[0].socket("alpha"))
-            lab.adopt(server.process)
-            var client: TenantProcess?
-            for _ in 0..<50 {
-                usleep(100_000)
-                let c = try TenantProcess(lab.ip, ["netns", "exec", lab.hosts[1], pingpong] + args + [lab.address(0)], socket: inner[1].socket("alpha"))
-                lab.adopt(c.process)
-                var waited = 0
-                while c.process.isRunning && waited < 300 { usleep(10_000); waited += 10 }
-                if c.process.isRunning || c.process.terminationStatus == 0 || !c.output.contains("Couldn't connect") {
-                    client = c
-                    break
-                }
-            }
-            let c = try XCTUnwrap(client, "the client never reached the server")
-            XCTAssertEqual(c.wait(seconds: 120), 0, "size \(size): client: \(c.output)")
-            XCTAssertEqual(server.wait(seconds: 60), 0, "size \(size): server: \(server.output)")
-            XCTAssert(c.output.contains("\(size * iters * 2) bytes in"), "size \(size): \(c.output)")
-        }
+        try lab.pingPong(pingpong, server: inner[0].socket("alpha"), client: inner[1].socket("alpha"), basePort: 19000,
+                         runs: [(4096, 200, false), (65536, 50, true)], clientSeconds: 120)
     }
 
     /// Host A's router (modified) says impostor's QP is vault's. By vault's
